@@ -1,0 +1,63 @@
+"""Cross-account access: assume a duckling's role (with its external id) and get session credentials.
+
+Airflow's own identity comes from an Amazon provider connection (``aws_default`` unless the DuckLake
+connection names another); the assumed session credentials are what ClickHouse writes with and what the
+DuckDB S3 secret holds. Every credential value is registered as a secret before it can reach a log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from airflow_provider_duckling.catalog import Duckling
+from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.redaction import register_secret, scrub
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """Temporary credentials of an assumed duckling role."""
+
+    key_id: str = field(repr=False)
+    secret: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    expiration: dt.datetime | None = None
+
+
+def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds: int = 3600) -> S3Credentials:
+    """Assume ``duckling.cross_account_role_arn`` with its external id.
+
+    :param aws_conn_id: Airflow AWS connection giving the base identity (and endpoint_url for MinIO/moto).
+    :param duckling: the registry entry whose role to assume.
+    :param duration_seconds: session length; long exports should stay below it.
+    """
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    register_secret(duckling.cross_account_external_id)
+    try:
+        sts = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sts").get_conn()
+    except Exception as exc:
+        raise ConfigurationError(scrub(f"AWS connection {aws_conn_id!r} is unusable: {type(exc).__name__}: {exc}")) from None
+    try:
+        answer = sts.assume_role(
+            RoleArn=duckling.cross_account_role_arn,
+            RoleSessionName=f"duckling-team-{duckling.team_id}",
+            ExternalId=duckling.cross_account_external_id,
+            DurationSeconds=duration_seconds,
+        )
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        raise ConfigurationError(
+            f"cannot assume role {duckling.cross_account_role_arn} for team {duckling.team_id}: {code} "
+            "(check the role's trust policy and the external id in the registry)"
+        ) from None
+    creds = answer["Credentials"]
+    for value in (creds["AccessKeyId"], creds["SecretAccessKey"], creds.get("SessionToken")):
+        register_secret(value)
+    return S3Credentials(
+        key_id=creds["AccessKeyId"],
+        secret=creds["SecretAccessKey"],
+        session_token=creds.get("SessionToken"),
+        expiration=creds.get("Expiration"),
+    )

@@ -1,0 +1,172 @@
+"""ClickHouseHook: one way to send SQL to ClickHouse, whether it is a server or the embedded engine.
+
+A ``clickhouse`` connection with a host talks to a ClickHouse server over its HTTP interface with
+clickhouse-connect. A connection without a host and with ``{"chdb_path": "<dir>"}`` in its extra runs the
+same SQL in-process on chdb (the ClickHouse engine as a library): the local default for demos and tests.
+Values are always bound as server-side query parameters (``{name:Type}`` placeholders).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.redaction import register_secret, scrub
+
+_chdb_lock = threading.Lock()
+_chdb_sessions: dict[str, Any] = {}
+
+
+def _chdb_session(path: str) -> Any:
+    """The process's chdb session: chdb allows one data path per process, so it is shared."""
+    from chdb import session as chdb_session
+
+    with _chdb_lock:
+        if path not in _chdb_sessions:
+            if _chdb_sessions:
+                other = next(iter(_chdb_sessions))
+                raise ConfigurationError(
+                    f"embedded chdb is already open on {other!r} in this process; one data path per process"
+                )
+            _chdb_sessions[path] = chdb_session.Session(path)
+        return _chdb_sessions[path]
+
+
+class ClickHouseError(Exception):
+    """ClickHouse refused or failed a statement (message scrubbed of secrets)."""
+
+
+class ClickHouseHook(BaseHook):
+    """
+    Run SQL on ClickHouse over HTTP (clickhouse-connect) or in-process (chdb).
+
+    :param clickhouse_conn_id: Airflow connection of type ``clickhouse``. Host/port/login/password/schema
+        address a server; extra ``chdb_path`` (with no host) selects the embedded engine; extra
+        ``secure`` switches to HTTPS; extra ``connect_timeout`` / ``send_receive_timeout`` in seconds.
+    """
+
+    conn_name_attr = "clickhouse_conn_id"
+    default_conn_name = "clickhouse_default"
+    conn_type = "clickhouse"
+    hook_name = "ClickHouse"
+
+    def __init__(self, clickhouse_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.clickhouse_conn_id = clickhouse_conn_id
+        self._client: Any = None
+        self._chdb_path: str | None = None
+        self._database = "default"
+        self._configured = False
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": [],
+            "relabeling": {"schema": "Database", "login": "User"},
+            "placeholders": {
+                "host": "clickhouse.internal (leave empty for embedded chdb)",
+                "port": "8123",
+                "schema": "default",
+                "login": "default",
+                "extra": '{"secure": false} or {"chdb_path": "/var/lib/duckling/chdb"}',
+            },
+        }
+
+    def _configure(self) -> None:
+        if self._configured:
+            return
+        try:
+            conn = self.get_connection(self.clickhouse_conn_id)
+        except Exception:
+            raise ConfigurationError(
+                f"ClickHouse connection {self.clickhouse_conn_id!r} is not defined "
+                "(create it in Admin → Connections, or set AIRFLOW_CONN_" + self.clickhouse_conn_id.upper() + ")"
+            ) from None
+        extra = conn.extra_dejson or {}
+        self._database = conn.schema or extra.get("database") or "default"
+        if conn.password:
+            register_secret(conn.password)
+        if not conn.host:
+            if not extra.get("chdb_path"):
+                raise ConfigurationError(
+                    f"ClickHouse connection {self.clickhouse_conn_id!r} has neither a host nor extra.chdb_path"
+                )
+            self._chdb_path = str(extra["chdb_path"])
+        else:
+            import clickhouse_connect
+
+            secure = str(extra.get("secure", "false")).lower() in ("1", "true", "yes")
+            try:
+                self._client = clickhouse_connect.get_client(
+                    host=conn.host,
+                    port=conn.port or (8443 if secure else 8123),
+                    username=conn.login or "default",
+                    password=conn.password or "",
+                    database=self._database,
+                    secure=secure,
+                    compress=False,
+                    connect_timeout=float(extra.get("connect_timeout", 10)),
+                    send_receive_timeout=float(extra.get("send_receive_timeout", 3600)),
+                    autogenerate_session_id=False,
+                )
+            except Exception as exc:
+                raise ClickHouseError(scrub(f"cannot connect to ClickHouse ({self.clickhouse_conn_id}): {exc}")) from None
+        self._configured = True
+
+    @property
+    def database(self) -> str:
+        """The database holding the source tables (the connection's schema)."""
+        self._configure()
+        return self._database
+
+    @property
+    def is_embedded(self) -> bool:
+        self._configure()
+        return self._chdb_path is not None
+
+    def execute(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        """Run a statement that returns no rows (DDL, ``INSERT INTO FUNCTION …``)."""
+        self._configure()
+        try:
+            if self._chdb_path is not None:
+                _chdb_session(self._chdb_path).query(sql, "TabSeparated", params=_as_strings(parameters))
+            else:
+                self._client.command(sql, parameters=_as_strings(parameters))
+        except Exception as exc:
+            raise ClickHouseError(scrub(_first_lines(exc))) from None
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a query and return its rows as tuples."""
+        self._configure()
+        try:
+            if self._chdb_path is not None:
+                table = _chdb_session(self._chdb_path).query(sql, "ArrowTable", params=_as_strings(parameters))
+                columns = [c.to_pylist() for c in table.columns]
+                return list(zip(*columns, strict=True)) if columns else []
+            return [tuple(r) for r in self._client.query(sql, parameters=_as_strings(parameters)).result_rows]
+        except Exception as exc:
+            raise ClickHouseError(scrub(_first_lines(exc))) from None
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Used by the UI's "Test" button: really runs ``SELECT version()``."""
+        try:
+            (version,) = self.query_rows("SELECT version()")[0]
+        except Exception as exc:
+            return False, scrub(str(exc))
+        return True, f"Connected to ClickHouse {version}"
+
+
+def _as_strings(parameters: dict[str, Any] | None) -> dict[str, str] | None:
+    """Parameter values as ClickHouse parses them from text (dates as ISO strings)."""
+    if not parameters:
+        return None
+    return {k: v.isoformat() if hasattr(v, "isoformat") else str(v) for k, v in parameters.items()}
+
+
+def _first_lines(exc: BaseException, limit: int = 3) -> str:
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()][:limit]
+    return " ".join(lines)[:2000] or type(exc).__name__

@@ -1,0 +1,215 @@
+"""DuckLakeHook: DuckDB with DuckLake, attached to one duckling, without ever touching the network for code.
+
+Extensions (ducklake, httpfs, postgres_scanner) are loaded from the installed ``duckdb-extension-*``
+packages by file path; autoinstall/autoload are off. Every connection runs in UTC so that day boundaries
+of TIMESTAMPTZ columns are UTC days. The catalog's password goes into a DuckDB secret (bound parameters),
+never into the ATTACH string; the S3 secret holds the assumed role's session credentials and is scoped to
+the duckling's bucket.
+
+Connection type ``ducklake`` (default id ``ducklake_default``): login/password = the catalog's PostgreSQL
+user; port = default catalog port; extra:
+
+* ``aws_conn_id`` - Amazon connection whose identity assumes the duckling roles (default ``aws_default``)
+* ``s3_endpoint_url`` - S3-compatible endpoint (MinIO, moto); omit for AWS
+* ``local_root`` - embedded mode: data under ``<local_root>/<bucket>/``, catalog in
+  ``<local_root>/<db_name>.ducklake`` (a DuckDB file), no S3, no PostgreSQL, no role
+* ``sslmode`` - libpq sslmode for the catalog (default ``prefer``)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import duckdb
+from airflow.sdk import BaseHook
+
+from airflow_provider_duckling.catalog import DEFAULT_CATALOG_CONN_ID, Duckling
+from airflow_provider_duckling.credentials import assume_duckling_role
+from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.quoting import duckdb_str
+from airflow_provider_duckling.redaction import register_secret, scrub
+from airflow_provider_duckling.storage import DucklingStorage
+
+LAKE_ALIAS = "lake"
+_EXTENSIONS = (
+    ("ducklake", "duckdb_extension_ducklake"),
+    ("httpfs", "duckdb_extension_httpfs"),
+    # The postgres extension's file must be loaded from the postgres_scanner package (STACK.md).
+    ("postgres_scanner", "duckdb_extension_postgres_scanner"),
+)
+
+
+def extension_path(name: str, package: str) -> Path:
+    """Path of an extension file shipped in a ``duckdb-extension-*`` package for this DuckDB version."""
+    module = importlib.import_module(package)
+    version = duckdb.__version__
+    path = Path(module.__file__).parent / "extensions" / f"v{version}" / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise ConfigurationError(f"{package} has no {name} extension for DuckDB v{version} (pin duckdb==1.5.5)")
+    return path
+
+
+def connect_duckdb() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the lake extensions loaded offline and the session in UTC."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    for name, package in _EXTENSIONS:
+        con.execute(f"LOAD {duckdb_str(str(extension_path(name, package)))}")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """What the ``ducklake`` connection says about reaching lakes."""
+
+    conn_id: str
+    login: str | None
+    password: str | None
+    port: int | None
+    aws_conn_id: str
+    s3_endpoint_url: str | None
+    local_root: Path | None
+    sslmode: str
+
+
+class DuckLakeHook(BaseHook):
+    """
+    Attach DuckDB to a duckling's DuckLake (PostgreSQL catalog + S3 data, or the embedded local variant).
+
+    :param ducklake_conn_id: Airflow connection of type ``ducklake``; the registry entry's
+        ``catalog_conn_id`` is used when this is left as ``None``.
+    """
+
+    conn_name_attr = "ducklake_conn_id"
+    default_conn_name = DEFAULT_CATALOG_CONN_ID
+    conn_type = "ducklake"
+    hook_name = "DuckLake"
+
+    def __init__(self, ducklake_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ducklake_conn_id = ducklake_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema"],
+            "relabeling": {"login": "Catalog user", "password": "Catalog password", "host": "Default catalog host"},
+            "placeholders": {
+                "host": "per duckling from the registry (db_host)",
+                "port": "5432",
+                "login": "ducklake_writer",
+                "extra": '{"aws_conn_id": "aws_default", "s3_endpoint_url": null, "local_root": null}',
+            },
+        }
+
+    def settings(self, duckling: Duckling | None = None) -> LakeSettings:
+        """Read the connection that applies to ``duckling`` (registry ``catalog_conn_id`` by default)."""
+        conn_id = self.ducklake_conn_id or (duckling.catalog_conn_id if duckling else self.default_conn_name)
+        try:
+            conn = self.get_connection(conn_id)
+        except Exception:
+            raise ConfigurationError(
+                f"DuckLake connection {conn_id!r} is not defined "
+                f"(create it in Admin → Connections, or set AIRFLOW_CONN_{conn_id.upper()})"
+            ) from None
+        extra = conn.extra_dejson or {}
+        register_secret(conn.password)
+        endpoint = extra.get("s3_endpoint_url") or None
+        if endpoint and urlparse(endpoint).scheme not in ("http", "https"):
+            raise ConfigurationError(f"DuckLake connection {conn_id!r}: s3_endpoint_url must be http(s)://host[:port]")
+        local_root = extra.get("local_root")
+        return LakeSettings(
+            conn_id=conn_id,
+            login=conn.login,
+            password=conn.password,
+            port=conn.port,
+            aws_conn_id=extra.get("aws_conn_id") or "aws_default",
+            s3_endpoint_url=endpoint,
+            local_root=Path(local_root) if local_root else None,
+            sslmode=str(extra.get("sslmode") or "prefer"),
+        )
+
+    def storage(self, duckling: Duckling, settings: LakeSettings | None = None) -> DucklingStorage:
+        """The duckling's data location, with freshly assumed role credentials in S3 mode."""
+        settings = settings or self.settings(duckling)
+        if settings.local_root is not None:
+            return DucklingStorage(duckling.bucket, duckling.bucket_region, local_dir=settings.local_root / duckling.bucket)
+        creds = assume_duckling_role(settings.aws_conn_id, duckling)
+        return DucklingStorage(duckling.bucket, duckling.bucket_region, creds, endpoint_url=settings.s3_endpoint_url)
+
+    @contextlib.contextmanager
+    def attach(self, duckling: Duckling, storage: DucklingStorage | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection with the duckling attached as ``lake``; closed on exit."""
+        settings = self.settings(duckling)
+        storage = storage or self.storage(duckling, settings)
+        con = connect_duckdb()
+        try:
+            self._create_s3_secret(con, storage)
+            try:
+                self._attach(con, duckling, settings, storage)
+            except duckdb.Error as exc:
+                raise ConfigurationError(
+                    scrub(f"cannot attach the duckling catalog of team {duckling.team_id}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                ) from None
+            yield con
+        finally:
+            con.close()
+
+    @staticmethod
+    def _create_s3_secret(con: duckdb.DuckDBPyConnection, storage: DucklingStorage) -> None:
+        if storage.is_local or storage.credentials is None:
+            return
+        creds = storage.credentials
+        options = {
+            "KEY_ID": creds.key_id,
+            "SECRET": creds.secret,
+            "REGION": storage.region,
+            "SCOPE": f"s3://{storage.bucket}",
+        }
+        if creds.session_token:
+            options["SESSION_TOKEN"] = creds.session_token
+        if storage.endpoint_url:
+            parsed = urlparse(storage.endpoint_url)
+            options.update(ENDPOINT=parsed.netloc, URL_STYLE="path", USE_SSL=parsed.scheme == "https")
+        names = ", ".join(f"{name} ?" for name in options)
+        con.execute(f"CREATE OR REPLACE SECRET duckling_s3 (TYPE S3, {names})", list(options.values()))
+
+    @staticmethod
+    def _attach(con: duckdb.DuckDBPyConnection, duckling: Duckling, settings: LakeSettings, storage: DucklingStorage) -> None:
+        data_path = duckdb_str(storage.data_path)
+        if settings.local_root is not None:
+            settings.local_root.mkdir(parents=True, exist_ok=True)
+            metadata = duckdb_str(f"ducklake:{settings.local_root / (duckling.db_name + '.ducklake')}")
+            con.execute(f"ATTACH {metadata} AS {LAKE_ALIAS} (DATA_PATH {data_path})")
+            return
+        options: dict[str, Any] = {
+            "HOST": duckling.db_host,
+            "PORT": duckling.db_port or settings.port or 5432,
+            "DATABASE": duckling.db_name,
+            "USER": settings.login or "postgres",
+            "PASSWORD": settings.password or "",
+        }
+        names = ", ".join(f"{name} ?" for name in options)
+        con.execute(f"CREATE OR REPLACE SECRET duckling_catalog (TYPE postgres, {names})", list(options.values()))
+        # libpq options only; the identifying values all come from the secret above.
+        metadata = duckdb_str(f"ducklake:postgres:sslmode={settings.sslmode} connect_timeout=10")
+        con.execute(
+            f"ATTACH {metadata} AS {LAKE_ALIAS} (DATA_PATH {data_path}, META_SECRET 'duckling_catalog')"
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Used by the UI's "Test" button: checks the extensions load and the connection is well-formed."""
+        try:
+            settings = self.settings()
+            connect_duckdb().close()
+        except Exception as exc:
+            return False, scrub(str(exc))
+        mode = f"embedded lakes under {settings.local_root}" if settings.local_root else "PostgreSQL catalogs + S3"
+        return True, f"DuckDB {duckdb.__version__} with DuckLake loaded offline; {mode}"

@@ -1,0 +1,105 @@
+"""Partitions: one team's data for one UTC day, their keys and where their files live.
+
+A partition key is ``{team_id}_{YYYY-MM-DD}`` (the original system's format). Object keys follow
+``backfill/{table}/team_id={team_id}/year={YYYY}/month={MM}/day={DD}/{run_token}.parquet``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from airflow_provider_duckling.errors import PartitionError
+
+EPOCH = dt.date(1970, 1, 1)
+_KEY = re.compile(r"^(\d{1,18})_(\d{4}-\d{2}-\d{2})$")
+_TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def validate_team_id(team_id: object) -> int:
+    """Return ``team_id`` as a positive int, or raise :class:`PartitionError`."""
+    if isinstance(team_id, bool):
+        raise PartitionError(f"invalid team id {team_id!r}: expected a positive integer")
+    if isinstance(team_id, str) and team_id.strip().isdigit():
+        team_id = int(team_id.strip())
+    if not isinstance(team_id, int) or team_id <= 0 or team_id >= 2**63:
+        raise PartitionError(f"invalid team id {team_id!r}: expected a positive integer")
+    return team_id
+
+
+def parse_day(value: object, *, today: dt.date | None = None) -> dt.date:
+    """Parse ``YYYY-MM-DD`` (or accept a date/datetime) as a closed UTC day between 1970 and yesterday."""
+    if isinstance(value, dt.datetime):
+        day = value.astimezone(dt.UTC).date() if value.tzinfo else value.date()
+    elif isinstance(value, dt.date):
+        day = value
+    elif isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        try:
+            day = dt.date.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise PartitionError(f"invalid day {value!r}: {exc}") from None
+    else:
+        raise PartitionError(f"invalid day {value!r}: expected YYYY-MM-DD")
+    today = today or dt.datetime.now(dt.UTC).date()
+    if day < EPOCH:
+        raise PartitionError(f"invalid day {day}: before 1970-01-01")
+    if day >= today:
+        raise PartitionError(f"invalid day {day}: the UTC day has not ended yet (today is {today})")
+    return day
+
+
+@dataclass(frozen=True, order=True)
+class Partition:
+    """One team's data for one UTC day."""
+
+    team_id: int
+    day: dt.date
+
+    @classmethod
+    def parse(cls, key: str) -> Partition:
+        """Parse a ``{team_id}_{YYYY-MM-DD}`` key, validating both halves."""
+        match = _KEY.match(key.strip()) if isinstance(key, str) else None
+        if not match:
+            raise PartitionError(f"invalid partition key {key!r}: expected {{team_id}}_{{YYYY-MM-DD}}, e.g. 12345_2024-01-15")
+        return cls(validate_team_id(int(match.group(1))), parse_day(match.group(2)))
+
+    @property
+    def key(self) -> str:
+        return f"{self.team_id}_{self.day.isoformat()}"
+
+    @property
+    def start(self) -> dt.datetime:
+        """Inclusive UTC start of the day."""
+        return dt.datetime.combine(self.day, dt.time(), tzinfo=dt.UTC)
+
+    @property
+    def end(self) -> dt.datetime:
+        """Exclusive UTC end of the day."""
+        return self.start + dt.timedelta(days=1)
+
+    def prefix(self, table: str) -> str:
+        """Object-key prefix holding this partition's files for ``table``."""
+        d = self.day
+        return f"backfill/{table}/team_id={self.team_id}/year={d:%Y}/month={d:%m}/day={d:%d}/"
+
+    def object_key(self, table: str, run_token: str) -> str:
+        """Object key of the file written by one attempt of one run."""
+        return f"{self.prefix(table)}{run_token}.parquet"
+
+
+def full_export_key(table: str, team_id: int, run_token: str) -> str:
+    """Object key of a whole-team export (used by the persons full export)."""
+    return f"backfill/{table}/team_id={team_id}/full/{run_token}.parquet"
+
+
+def run_token(run_id: str, try_number: int | None = None) -> str:
+    """A file-name-safe token unique to one attempt of one Airflow run.
+
+    The attempt number is part of it so that a cleared or retried task never overwrites a file the lake
+    may already reference: each attempt writes a new object, and the register step swaps it in.
+    """
+    token = _TOKEN_UNSAFE.sub("_", run_id).strip("._-") or "run"
+    if try_number is not None:
+        token = f"{token}-try{int(try_number)}"
+    return token[:200]

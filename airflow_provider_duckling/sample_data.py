@@ -1,0 +1,87 @@
+"""The ClickHouse source schema and deterministic sample events, shared by tests, demo and compose.
+
+Each team-day gets ``rows`` events spread evenly from 00:00:00.000000 to 23:59:59.999999 UTC, so both
+day boundaries are always exercised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib import resources
+
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.quoting import clickhouse_ident
+
+SOURCE_DATABASE = "posthog"
+
+
+def schema_statements(database: str = SOURCE_DATABASE) -> list[str]:
+    """The statements of ``sql/clickhouse_schema.sql`` (database renamed if asked)."""
+    text = resources.files("airflow_provider_duckling").joinpath("sql/clickhouse_schema.sql").read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    statements = [s.strip() for s in body.split(";") if s.strip()]
+    if database != SOURCE_DATABASE:
+        statements = [s.replace("posthog.", f"{clickhouse_ident(database)}.").replace(
+            f"DATABASE IF NOT EXISTS {SOURCE_DATABASE}", f"DATABASE IF NOT EXISTS {clickhouse_ident(database)}") for s in statements]
+    return statements
+
+
+def create_schema(hook: ClickHouseHook) -> None:
+    for statement in schema_statements(hook.database):
+        hook.execute(statement)
+
+
+_INSERT_EVENTS = """
+INSERT INTO {table}
+SELECT
+    generateUUIDv4(number) AS uuid,
+    ['$pageview', '$autocapture', 'signed_up', '$identify'][1 + number % 4] AS event,
+    concat('{"$current_url": "https://example.com/', toString(number % 17), '", "n": ', toString(number), ', "quote": "it''s"}') AS properties,
+    addMicroseconds(toDateTime64({day:Date}, 6, 'UTC'),
+        intDiv(toUInt64(number) * 86399999999, greatest({rows:UInt64} - 1, 1))) AS timestamp,
+    {team_id:Int64} AS team_id,
+    concat('user-', toString(number % 50)) AS distinct_id,
+    if(number % 4 = 1, 'a:nth-child="1"nth-of-type="1"', '') AS elements_chain,
+    addMicroseconds(toDateTime64({day:Date}, 6, 'UTC'), 1000 + intDiv(toUInt64(number) * 86399999999, greatest({rows:UInt64} - 1, 1))) AS created_at,
+    reinterpretAsUUID(cityHash64({team_id:Int64}, number % 50)) AS person_id,
+    toDateTime64('2023-06-01 12:00:00.123', 3) AS person_created_at,
+    '{"email": "u@example.com"}' AS person_properties,
+    '' , '', '', '', '',
+    toDateTime64(0, 3), toDateTime64(0, 3), toDateTime64(0, 3), toDateTime64(0, 3), toDateTime64(0, 3),
+    if(number % 10 = 0, 'propertyless', 'full') AS person_mode,
+    number % 7 = 0 AS historical_migration
+FROM numbers({rows:UInt64})
+"""
+
+
+def insert_events(hook: ClickHouseHook, team_id: int, day: dt.date, rows: int) -> None:
+    """Insert ``rows`` sample events for one team-day."""
+    table = f"{clickhouse_ident(hook.database)}.{clickhouse_ident('events')}"
+    hook.execute(_INSERT_EVENTS.replace("{table}", table), {"team_id": team_id, "day": day.isoformat(), "rows": rows})
+
+
+def rows_for(team_id: int, day_index: int, base: int = 200) -> int:
+    """A different, deterministic row count per team-day, so mix-ups show."""
+    return base + 37 * team_id + 11 * day_index
+
+
+def seed_events(hook: ClickHouseHook, team_ids: list[int], days: list[dt.date], base: int = 200) -> dict[tuple[int, dt.date], int]:
+    """Create the schema and insert sample events; returns the row count per (team, day)."""
+    create_schema(hook)
+    counts = {}
+    for team_id in team_ids:
+        for index, day in enumerate(days):
+            counts[(team_id, day)] = rows_for(team_id, index, base)
+            insert_events(hook, team_id, day, counts[(team_id, day)])
+    return counts
+
+
+def clickhouse_day_counts(hook: ClickHouseHook, team_id: int) -> dict[dt.date, int]:
+    """Rows per UTC day of one team in ClickHouse (what the duckling must match)."""
+    table = f"{clickhouse_ident(hook.database)}.{clickhouse_ident('events')}"
+    rows = hook.query_rows(
+        f"SELECT toDate(timestamp) AS d, count() FROM {table} WHERE team_id = {{team_id:Int64}} "
+        "AND timestamp >= toDateTime64('1970-01-01 00:00:00', 6, 'UTC') GROUP BY d ORDER BY d",
+        {"team_id": team_id},
+    )
+    return {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)): int(n) for d, n in rows}
