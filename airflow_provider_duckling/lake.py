@@ -246,3 +246,46 @@ def swap_partition(
         return SwapResult(deleted, len(uris), after, int(snapshot[0]) if snapshot and snapshot[0] is not None else None)
 
     return with_conflict_retries(con, f"register {partition.key}", attempt)
+
+
+def register_files(
+    con: duckdb.DuckDBPyConnection,
+    table: TableSpec,
+    partition: Partition,
+    uris: list[str],
+    expected_rows: int,
+    data_path: str,
+    *,
+    cleanup_existing: bool = True,
+    create_if_missing: bool = True,
+    commit_message: str = "",
+) -> SwapResult:
+    """Everything the register step does on an attached lake: isolation check, table, drift, swap."""
+    allowed = data_path + partition.prefix(table.name)
+    foreign = [u for u in uris if not u.startswith(allowed)]
+    if foreign:
+        raise RegistrationError(f"{partition.key}: refusing files outside {allowed}: {foreign}")
+    if not table_exists(con, table):
+        if not create_if_missing:
+            raise SchemaDriftError(
+                f"table {LAKE_SCHEMA}.{table.name} does not exist in the duckling of team {partition.team_id} "
+                "and create_tables_if_missing is off"
+            )
+        ensure_table(con, table)
+    for problem in describe_drift(table.lake_columns, table_columns(con, table), "lake table"):
+        log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, table.name, problem)
+    if uris:
+        for problem in describe_drift(table.lake_columns, file_columns(con, uris[0]), "exported file"):
+            log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, table.name, problem)
+    result = swap_partition(
+        con, table, partition, uris, expected_rows, data_path,
+        cleanup_existing=cleanup_existing, commit_message=commit_message,
+    )
+    if result.already_registered:
+        log.info("event=already_registered partition=%s table=%s rows=%d", partition.key, table.name, result.rows)
+    else:
+        log.info(
+            "event=partition_registered partition=%s table=%s files=%d rows=%d deleted_rows=%d snapshot_id=%s",
+            partition.key, table.name, result.added_files, result.rows, result.deleted_rows, result.snapshot_id,
+        )
+    return result

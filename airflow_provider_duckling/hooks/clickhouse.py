@@ -105,7 +105,6 @@ class ClickHouseHook(BaseHook):
                     port=conn.port or (8443 if secure else 8123),
                     username=conn.login or "default",
                     password=conn.password or "",
-                    database=self._database,
                     secure=secure,
                     compress=False,
                     connect_timeout=float(extra.get("connect_timeout", 10)),

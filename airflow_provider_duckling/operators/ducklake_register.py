@@ -8,18 +8,11 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_duckling.catalog import get_duckling
-from airflow_provider_duckling.errors import RegistrationError, SchemaDriftError
+from airflow_provider_duckling.errors import RegistrationError
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.lake import (
-    describe_drift,
-    ensure_table,
-    file_columns,
-    swap_partition,
-    table_columns,
-    table_exists,
-)
+from airflow_provider_duckling.lake import register_files
 from airflow_provider_duckling.partitions import Partition, parse_day, validate_team_id
-from airflow_provider_duckling.tables import LAKE_SCHEMA, get_table
+from airflow_provider_duckling.tables import get_table
 
 
 class DuckLakeRegisterOperator(BaseOperator):
@@ -28,7 +21,7 @@ class DuckLakeRegisterOperator(BaseOperator):
 
     In one DuckLake transaction: delete the day's existing rows, ``ducklake_add_data_files`` each new
     file, check the day now holds exactly the exported row count, commit. A file already registered is
-    never registered again (a re-run of this task alone is a no-op when the day already holds it).
+    never registered again (re-running this task alone is a no-op when the day already holds it).
 
     :param team_id: the team (templated).
     :param day: the UTC day, ``YYYY-MM-DD`` (templated).
@@ -78,37 +71,12 @@ class DuckLakeRegisterOperator(BaseOperator):
         duckling = get_duckling(partition.team_id, self.registry_path)
         hook = DuckLakeHook(self.ducklake_conn_id)
         storage = hook.storage(duckling)
-        uris = list(exported["files"])
-        allowed_prefix = storage.uri(partition.prefix(table.name))
-        foreign = [u for u in uris if not u.startswith(allowed_prefix)]
-        if foreign:
-            raise RegistrationError(f"{partition.key}: refusing files outside {allowed_prefix}: {foreign}")
-
         with hook.attach(duckling, storage) as con:
-            if not table_exists(con, table):
-                if not self.create_tables_if_missing:
-                    raise SchemaDriftError(
-                        f"table {LAKE_SCHEMA}.{table.name} does not exist in the duckling of team {partition.team_id} "
-                        "and create_tables_if_missing is off"
-                    )
-                ensure_table(con, table)
-            self._warn_drift(con, table, uris)
-            result = swap_partition(
-                con,
-                table,
-                partition,
-                uris,
-                int(exported["rows"]),
-                storage.data_path,
+            result = register_files(
+                con, table, partition, list(exported["files"]), int(exported["rows"]), storage.data_path,
                 cleanup_existing=self.cleanup_existing_partition_data,
+                create_if_missing=self.create_tables_if_missing,
                 commit_message=f"{table.name} {partition.key} run={context['run_id']}",
-            )
-        if result.already_registered:
-            self.log.info("event=already_registered partition=%s table=%s rows=%d", partition.key, table.name, result.rows)
-        else:
-            self.log.info(
-                "event=partition_registered partition=%s table=%s files=%d rows=%d deleted_rows=%d snapshot_id=%s",
-                partition.key, table.name, result.added_files, result.rows, result.deleted_rows, result.snapshot_id,
             )
         return {
             "partition": partition.key,
@@ -118,10 +86,3 @@ class DuckLakeRegisterOperator(BaseOperator):
             "deleted_rows": result.deleted_rows,
             "snapshot_id": result.snapshot_id,
         }
-
-    def _warn_drift(self, con: Any, table: Any, uris: list[str]) -> None:
-        for problem in describe_drift(table.lake_columns, table_columns(con, table), "lake table"):
-            self.log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, table.name, problem)
-        if uris:
-            for problem in describe_drift(table.lake_columns, file_columns(con, uris[0]), "exported file"):
-                self.log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, table.name, problem)

