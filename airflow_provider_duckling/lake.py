@@ -9,8 +9,6 @@ backoff, as is the ``CREATE TABLE IF NOT EXISTS`` race between two workers.
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -21,40 +19,22 @@ from airflow_provider_duckling.errors import RegistrationError, SchemaDriftError
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS
 from airflow_provider_duckling.partitions import Partition
 from airflow_provider_duckling.quoting import duckdb_ident
+from airflow_provider_duckling.retry import is_conflict, retry_conflicts
 from airflow_provider_duckling.tables import LAKE_SCHEMA, TableSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _METADATA = duckdb_ident(f"__ducklake_metadata_{LAKE_ALIAS}")
-_CONFLICT_MARKERS = ("conflict", "could not serialize", "deadlock", "duplicate key", "concurrent")
 
 
 def qualified(table: TableSpec) -> str:
     return f"{duckdb_ident(LAKE_ALIAS)}.{duckdb_ident(LAKE_SCHEMA)}.{duckdb_ident(table.name)}"
 
 
-def is_conflict(exc: BaseException) -> bool:
-    """True for errors that another transaction caused and a retry can resolve."""
-    text = str(exc).lower()
-    return isinstance(exc, duckdb.TransactionException) or any(m in text for m in _CONFLICT_MARKERS)
-
-
-def with_conflict_retries(
-    con: duckdb.DuckDBPyConnection, what: str, fn: Callable[[], T], attempts: int = 10, base_delay: float = 0.1
-) -> T:
-    """Run ``fn`` (which opens and commits its own transaction), retrying commit conflicts with backoff."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except duckdb.Error as exc:
-            _rollback(con)
-            if not is_conflict(exc) or attempt == attempts:
-                raise
-            delay = base_delay * 2 ** (attempt - 1) * (0.5 + random.random())
-            log.info("event=commit_conflict what=%s attempt=%d retry_in=%.2fs", what, attempt, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+def with_conflict_retries(con: duckdb.DuckDBPyConnection, what: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` (which opens and commits its own transaction), rolling back and retrying conflicts."""
+    return retry_conflicts(what, fn, on_error=lambda: _rollback(con))
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

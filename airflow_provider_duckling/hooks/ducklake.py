@@ -34,6 +34,7 @@ from airflow_provider_duckling.credentials import assume_duckling_role
 from airflow_provider_duckling.errors import ConfigurationError
 from airflow_provider_duckling.quoting import duckdb_str
 from airflow_provider_duckling.redaction import register_secret, scrub
+from airflow_provider_duckling.retry import retry_conflicts
 from airflow_provider_duckling.storage import DucklingStorage
 
 LAKE_ALIAS = "lake"
@@ -152,7 +153,13 @@ class DuckLakeHook(BaseHook):
         try:
             self._create_s3_secret(con, storage)
             try:
-                self._attach(con, duckling, settings, storage)
+                # Workers attaching a brand-new catalog at once race to create its metadata tables.
+                retry_conflicts(
+                    f"attach team {duckling.team_id}",
+                    lambda: self._attach(con, duckling, settings, storage),
+                    on_error=lambda: con.execute(f"DETACH DATABASE IF EXISTS {LAKE_ALIAS}"),
+                    extra_markers=("already exists",),
+                )
             except duckdb.Error as exc:
                 raise ConfigurationError(
                     scrub(f"cannot attach the duckling catalog of team {duckling.team_id}: {type(exc).__name__}: "
