@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     registry = home / "ducklings.yaml"
     env = airflow_environment(home / "airflow", registry)
+    env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"  # the demo prints its own progress; task logs stay in Airflow
     env.update([
         connection_env("clickhouse_default", "clickhouse", schema="posthog", extra={"chdb_path": str(home / "chdb")}),
         connection_env("ducklake_default", "ducklake", extra={"local_root": str(home / "lakes")}),

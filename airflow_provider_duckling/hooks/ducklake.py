@@ -38,6 +38,7 @@ from airflow_provider_duckling.retry import retry_conflicts
 from airflow_provider_duckling.storage import DucklingStorage
 
 LAKE_ALIAS = "lake"
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _EXTENSIONS = (
     ("ducklake", "duckdb_extension_ducklake"),
     ("httpfs", "duckdb_extension_httpfs"),
@@ -125,6 +126,9 @@ class DuckLakeHook(BaseHook):
         if endpoint and urlparse(endpoint).scheme not in ("http", "https"):
             raise ConfigurationError(f"DuckLake connection {conn_id!r}: s3_endpoint_url must be http(s)://host[:port]")
         local_root = extra.get("local_root")
+        sslmode = str(extra.get("sslmode") or "prefer")
+        if sslmode not in _SSLMODES:
+            raise ConfigurationError(f"DuckLake connection {conn_id!r}: sslmode must be one of {', '.join(_SSLMODES)}")
         return LakeSettings(
             conn_id=conn_id,
             login=conn.login,
@@ -133,7 +137,7 @@ class DuckLakeHook(BaseHook):
             aws_conn_id=extra.get("aws_conn_id") or "aws_default",
             s3_endpoint_url=endpoint,
             local_root=Path(local_root) if local_root else None,
-            sslmode=str(extra.get("sslmode") or "prefer"),
+            sslmode=sslmode,
         )
 
     def storage(self, duckling: Duckling, settings: LakeSettings | None = None) -> DucklingStorage:

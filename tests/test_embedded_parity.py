@@ -1,0 +1,51 @@
+"""The same export SQL runs on the embedded engine (chdb in-process) and on a ClickHouse server over HTTP
+(clickhouse-connect), and both write the same Parquet schema and rows."""
+
+from __future__ import annotations
+
+import os
+
+from airflow_provider_duckling.airflow_env import connection_env
+from airflow_provider_duckling.export import export_partition
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.hooks.ducklake import DuckLakeHook, connect_duckdb
+from airflow_provider_duckling.partitions import Partition
+from airflow_provider_duckling.sample_data import seed_events
+from airflow_provider_duckling.tables import EVENTS
+from tests.conftest import SESSION_DIR
+from tests.support.stack import DAYS
+
+
+def test_embedded_and_http_clickhouse_write_identical_files(stack):
+    name, value = connection_env("clickhouse_embedded", "clickhouse", schema="posthog",
+                                 extra={"chdb_path": str(SESSION_DIR / "chdb-embedded")})
+    os.environ[name] = value
+    embedded, server = ClickHouseHook("clickhouse_embedded"), ClickHouseHook()
+    assert embedded.is_embedded and not server.is_embedded
+    day = DAYS[0]
+    counts = seed_events(embedded, [1], [day])
+    assert counts[(1, day)] == stack.counts[(1, day)]
+
+    duckling = stack.new_duckling(1, "parity")
+    storage = DuckLakeHook().storage(duckling)
+    partition = Partition(1, day)
+    from_server = export_partition(server, storage, EVENTS, partition, "http")
+    from_embedded = export_partition(embedded, storage, EVENTS, partition, "chdb")
+    assert from_server.rows == from_embedded.rows == stack.counts[(1, day)]
+
+    con = connect_duckdb()
+    DuckLakeHook._create_s3_secret(con, storage)
+
+    def describe(uri):
+        return con.execute("DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false)", [uri]).fetchall()
+
+    assert describe(from_server.files[0]) == describe(from_embedded.files[0])
+    assert [c[0] for c in describe(from_server.files[0])] == list(EVENTS.lake_columns)
+
+    def sample(uri):
+        return con.execute(
+            "SELECT timestamp, event, distinct_id, properties FROM read_parquet(?, hive_partitioning = false) ORDER BY ALL",
+            [uri],
+        ).fetchall()
+
+    assert sample(from_server.files[0]) == sample(from_embedded.files[0])
