@@ -7,7 +7,13 @@ import datetime as dt
 
 import pytest
 
-from airflow_provider_duckling.catalog import Duckling, get_duckling, load_registry, parse_registry, write_registry
+from airflow_provider_duckling.catalog import (
+    Duckling,
+    get_duckling,
+    load_registry,
+    parse_registry,
+    write_registry,
+)
 from airflow_provider_duckling.errors import (
     ConfigurationError,
     PartitionError,
