@@ -35,7 +35,6 @@ from airflow_provider_duckling.errors import RegistryError, UnknownDucklingError
 from airflow_provider_duckling.partitions import EPOCH, validate_team_id
 
 DEFAULT_CATALOG_CONN_ID = "ducklake_default"
-REGISTRY_ENV = "AIRFLOW__DUCKLING__REGISTRY_PATH"
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
@@ -158,19 +157,10 @@ def _date(value: Any, message: str) -> dt.date:
 
 
 def default_registry_path() -> Path:
-    """Where the registry is read from: the env/config override, else ``ducklings.yaml`` in the DAGs folder."""
-    configured = os.environ.get(REGISTRY_ENV)
-    if configured:
-        return Path(configured)
-    try:
-        from airflow.configuration import conf
+    """Where the registry is read from (``[duckling] registry_path``)."""
+    from airflow_provider_duckling.settings import registry_path
 
-        configured = conf.get("duckling", "registry_path", fallback=None)
-        if configured:
-            return Path(configured)
-        return Path(conf.get("core", "dags_folder")) / "ducklings.yaml"
-    except Exception:  # pragma: no cover - outside an Airflow installation
-        return Path("ducklings.yaml")
+    return registry_path()
 
 
 def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:

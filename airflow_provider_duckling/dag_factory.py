@@ -1,12 +1,17 @@
-"""Per-team DAGs generated from the duckling registry.
+"""Per-team DAGs generated from the duckling registry, plus the two housekeeping DAGs.
 
-One DAG per team and table, ``duckling_{table}_backfill_team_{team_id}``: export → register, one run per
-UTC day. The schedule is a data-interval timetable, so the run for day D starts only once D has ended,
-and ``catchup=True`` from the team's start date makes Airflow's catch-up the historical backfill while
-the daily run tops up the day that just ended.
+* ``duckling_{table}_backfill_team_{team_id}`` for ``events`` and ``persons``: wait for late events →
+  export → register, one run per UTC day. The schedule is a data-interval timetable, so the run for day D
+  starts only once D has ended, and then waits ``[duckling] settle_minutes`` for late events; with
+  ``catchup=True`` from the team's start date, Airflow's catch-up is the historical backfill and the daily
+  run tops up the day that just ended. Params (the trigger form) carry the original system's options and an
+  optional ``partition_key``.
+* ``duckling_discover_start_dates``: finds where each new team's history starts (a task, not the parser).
+* ``duckling_registry_health``: fails, with the reason, while the registry or start dates cannot be read
+  (the team DAGs then keep their last good definition instead of disappearing).
 
-Parsing reads one local YAML file and nothing else: no ClickHouse, S3 or PostgreSQL at parse time. When
-Airflow runs a task it tells the parser which DAG it needs, and only that DAG is built.
+Parsing reads two small local files and nothing else: no ClickHouse, S3 or PostgreSQL at parse time.
+When Airflow runs a task it tells the parser which DAG it needs, and only that DAG is built.
 """
 
 from __future__ import annotations
@@ -14,17 +19,22 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
+from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, get_parsing_context
+from airflow.sdk import DAG, CronDataIntervalTimetable, CronTriggerTimetable, Param, get_parsing_context, task
 
-from airflow_provider_duckling.catalog import Duckling, load_registry
+from airflow_provider_duckling import settings
+from airflow_provider_duckling.catalog import Duckling
 from airflow_provider_duckling.operators.clickhouse_to_s3 import ClickHouseToDucklingS3Operator
 from airflow_provider_duckling.operators.ducklake_register import DuckLakeRegisterOperator
+from airflow_provider_duckling.options import OPTION_DOCS
+from airflow_provider_duckling.state import DagInputs, load_dag_inputs
 
 log = logging.getLogger(__name__)
 
-TABLES = ("events",)
-DEFAULT_START_DATE = dt.date(2020, 1, 1)
+TABLES = ("events", "persons")
+DISCOVERY_DAG_ID = "duckling_discover_start_dates"
+HEALTH_DAG_ID = "duckling_registry_health"
 DAY_TEMPLATE = "{{ data_interval_start.strftime('%Y-%m-%d') }}"
 DEFAULT_ARGS = {
     "owner": "duckling",
@@ -39,39 +49,166 @@ def dag_id_for(table: str, team_id: int) -> str:
     return f"duckling_{table}_backfill_team_{team_id}"
 
 
-def build_team_dag(duckling: Duckling, table: str = "events", *, max_active_runs: int = 4) -> DAG:
-    """The DAG that back-fills and tops up ``table`` for one duckling."""
-    start = duckling.start_date or DEFAULT_START_DATE
+def backfill_params(table: str) -> dict[str, Param]:
+    """The trigger form: the seven options with the seed's meaning, and which partition to run."""
+    params = {
+        "partition_key": Param(
+            None, type=["null", "string"], pattern=r"^[0-9]+_[0-9]{4}-[0-9]{2}-[0-9]{2}$", title="Partition",
+            description="Run this partition, {team_id}_{YYYY-MM-DD} (e.g. 12345_2024-01-15), instead of the run's "
+                        "own day. Leave empty for the day of the run.",
+        ),
+    }
+    for name, (default, description) in OPTION_DOCS.items():
+        kind = "object" if isinstance(default, dict) else "boolean"
+        params[name] = Param(default, type=kind, description=description, title=name.replace("_", " ").capitalize())
+    if table == "persons":
+        params["full_export"] = Param(
+            False, type="boolean", title="Full export",
+            description="Export all of the team's current persons to backfill/persons/team_id=N/full/ and replace the "
+                        "team's persons in the lake in one transaction (use with delete_tables to reset).",
+        )
+    return params
+
+
+def _option(name: str) -> str:
+    return "{{ params." + name + " }}"
+
+
+def build_team_dag(duckling: Duckling, table: str, start: dt.date | None, *, max_active_runs: int = 4) -> DAG:
+    """The DAG that back-fills and tops up ``table`` for one duckling.
+
+    :param start: first day to back-fill; ``None`` while discovery has not run: the DAG then exists (and
+        can be triggered by hand) but schedules nothing until its start date is known.
+    """
+    from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+
+    settle = settings.settle_delay()
+    schedule = CronDataIntervalTimetable("0 0 * * *", timezone="UTC") if start else None
+    waiting = "" if start else " (waiting for start-date discovery)"
     with DAG(
         dag_id=dag_id_for(table, duckling.team_id),
-        description=f"Back-fill and daily top-up of {table} into team {duckling.team_id}'s duckling",
-        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-        start_date=dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC),
+        description=f"Back-fill and daily top-up of {table} into team {duckling.team_id}'s duckling{waiting}",
+        schedule=schedule,
+        start_date=dt.datetime.combine(start or settings.start_date_floor(), dt.time(), tzinfo=dt.UTC),
         catchup=True,
         max_active_runs=max_active_runs,
         default_args=DEFAULT_ARGS,
         is_paused_upon_creation=False,
+        render_template_as_native_obj=True,
+        params=backfill_params(table),
         tags=["duckling", table, f"team:{duckling.team_id}"],
         doc_md=__doc__,
     ) as dag:
+        wait = TimeDeltaSensor(
+            task_id="wait_for_late_events", delta=settle, mode="reschedule", poke_interval=300,
+            timeout=settle.total_seconds() + 6 * 3600,
+            doc_md="Waits until the day has closed plus the settle delay; catch-up runs pass at once.",
+        )
+        common: dict[str, Any] = {
+            "team_id": duckling.team_id,
+            "table": table,
+            "day": DAY_TEMPLATE,
+            "partition_key": _option("partition_key"),
+            "create_tables_if_missing": _option("create_tables_if_missing"),
+            "delete_tables": _option("delete_tables"),
+            "dry_run": _option("dry_run"),
+        }
+        if table == "persons":
+            common["full_export"] = _option("full_export")
         export = ClickHouseToDucklingS3Operator(
-            task_id="export", team_id=duckling.team_id, day=DAY_TEMPLATE, table=table
+            task_id="export",
+            clickhouse_settings=_option("clickhouse_settings"),
+            skip_schema_validation=_option("skip_schema_validation"),
+            **common,
         )
         register = DuckLakeRegisterOperator(
-            task_id="register", team_id=duckling.team_id, day=DAY_TEMPLATE, table=table, export_task_id="export"
+            task_id="register",
+            export_task_id="export",
+            skip_ducklake_registration=_option("skip_ducklake_registration"),
+            cleanup_existing_partition_data=_option("cleanup_existing_partition_data"),
+            **common,
         )
-        export >> register
+        wait >> export >> register
     return dag
 
 
+def build_discovery_dag(inputs: DagInputs) -> DAG:
+    """Every 15 minutes: discover the start dates of teams that have none yet, and remember them."""
+    with DAG(
+        dag_id=DISCOVERY_DAG_ID,
+        description="Finds where each new duckling's history starts in ClickHouse (events and persons)",
+        schedule=CronTriggerTimetable("*/15 * * * *", timezone="UTC"),
+        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=False,
+        default_args={"owner": "duckling", "retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+        tags=["duckling", "housekeeping"],
+    ) as dag:
+
+        @task(task_id="discover")
+        def discover() -> dict[str, dict[str, str]]:
+            from airflow_provider_duckling.discovery import discover_start_dates
+            from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+            from airflow_provider_duckling.state import load_dag_inputs, remember_start_dates
+
+            current = load_dag_inputs()
+            if current.problems:
+                raise RuntimeError("; ".join(current.problems))
+            found: dict[str, dict[int, dt.date]] = {}
+            for table in TABLES:
+                known = current.start_dates.get(table, {})
+                pending = sorted(t for t, d in current.ducklings.items() if d.start_date is None and t not in known)
+                if pending:
+                    found.update(discover_start_dates(ClickHouseHook(), pending, settings.start_date_floor(), (table,)))
+            merged = remember_start_dates(found) if found else current.start_dates
+            return {table: {str(t): d.isoformat() for t, d in days.items()} for table, days in merged.items()}
+
+        discover()
+    return dag
+
+
+def build_health_dag(problems: list[str]) -> DAG:
+    """Hourly: fails with the reason while the registry or remembered start dates cannot be read."""
+    with DAG(
+        dag_id=HEALTH_DAG_ID,
+        description="Fails while the duckling registry cannot be read (the team DAGs keep their last good state)",
+        schedule=CronTriggerTimetable("0 * * * *", timezone="UTC"),
+        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        is_paused_upon_creation=False,
+        tags=["duckling", "housekeeping"],
+    ) as dag:
+
+        @task(task_id="check_registry")
+        def check_registry() -> str:
+            current = load_dag_inputs()
+            if current.problems:
+                raise RuntimeError("duckling registry problem: " + "; ".join(current.problems))
+            return f"{len(current.ducklings)} ducklings, registry healthy"
+
+        check_registry()
+    dag.doc_md = "Problems at last parse: " + ("; ".join(problems) if problems else "none")
+    return dag
+
+
+def start_for(duckling: Duckling, table: str, inputs: DagInputs) -> dt.date | None:
+    """The registry's explicit start date, else the discovered one (never before the floor)."""
+    start = duckling.start_date or inputs.start_dates.get(table, {}).get(duckling.team_id)
+    return max(start, settings.start_date_floor()) if start else None
+
+
 def build_dags(registry_path: str | Path | None = None) -> dict[str, DAG]:
-    """Every team's DAGs, or only the one a task runner asked for."""
+    """Every DAG, or only the one a task runner asked for."""
     wanted = get_parsing_context().dag_id
+    inputs = load_dag_inputs(Path(registry_path) if registry_path else None)
     dags: dict[str, DAG] = {}
-    for duckling in load_registry(registry_path).values():
+    for name, builder in ((DISCOVERY_DAG_ID, build_discovery_dag), (HEALTH_DAG_ID, build_health_dag)):
+        if not wanted or wanted == name:
+            dags[name] = builder(inputs if name == DISCOVERY_DAG_ID else inputs.problems)
+    for duckling in inputs.ducklings.values():
         for table in TABLES:
             dag_id = dag_id_for(table, duckling.team_id)
-            if wanted and wanted != dag_id:
-                continue
-            dags[dag_id] = build_team_dag(duckling, table)
+            if not wanted or wanted == dag_id:
+                dags[dag_id] = build_team_dag(duckling, table, start_for(duckling, table, inputs))
     return dags

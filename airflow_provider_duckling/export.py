@@ -12,10 +12,10 @@ from typing import Any
 
 from airflow_provider_duckling.errors import ConfigurationError
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.partitions import Partition
+from airflow_provider_duckling.partitions import Partition, Scope
 from airflow_provider_duckling.quoting import clickhouse_setting_literal
 from airflow_provider_duckling.storage import DucklingStorage
-from airflow_provider_duckling.tables import TableSpec, daily_export_select
+from airflow_provider_duckling.tables import TableSpec, export_select
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ def settings_clause(settings: dict[str, Any]) -> str:
     return "SETTINGS " + ", ".join(clickhouse_setting_literal(k, v) for k, v in settings.items())
 
 
+_SECRET_PARAMS = ("dest_key_id", "dest_secret", "dest_token")
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What an export wrote; handed to the register task as XCom."""
@@ -60,30 +63,53 @@ class ExportResult:
     object_keys: list[str]
     rows: int
     bytes: int
+    dry_run: bool = False
 
     def to_xcom(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def export_statement(
+    clickhouse: ClickHouseHook, storage: DucklingStorage, table: TableSpec, scope: Scope, key: str,
+    settings: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The ``INSERT INTO FUNCTION`` statement writing ``scope`` to ``key``, and its bound parameters."""
+    destination, params = storage.clickhouse_table_function(key)
+    params["team_id"] = scope.team_id
+    if isinstance(scope, Partition):
+        params["day"] = scope.day.isoformat()
+    select = export_select(table, clickhouse.database, daily=isinstance(scope, Partition))
+    return f"INSERT INTO FUNCTION {destination}\n{select}\n{settings_clause(merged_settings(settings))}", params
 
 
 def export_partition(
     clickhouse: ClickHouseHook,
     storage: DucklingStorage,
     table: TableSpec,
-    partition: Partition,
+    scope: Scope,
     token: str,
     settings: dict[str, Any] | None = None,
+    *,
+    dry_run: bool = False,
 ) -> ExportResult:
-    """Write ``partition`` of ``table`` to ``storage`` under a key unique to ``token``."""
-    settings = merged_settings(settings)
-    key = partition.object_key(table.name, token)
-    destination, params = storage.clickhouse_table_function(key)
-    params.update(team_id=partition.team_id, day=partition.day.isoformat())
-    sql = f"INSERT INTO FUNCTION {destination}\n{daily_export_select(table, clickhouse.database)}\n{settings_clause(settings)}"
+    """Write ``scope`` of ``table`` to ``storage`` under a key unique to ``token``.
+
+    :param dry_run: log the statement (credentials masked) and where it would write; write nothing.
+    """
+    key = scope.object_key(table.name, token)
+    sql, params = export_statement(clickhouse, storage, table, scope, key, settings)
+    if dry_run:
+        shown = {k: ("***" if k in _SECRET_PARAMS else v) for k, v in params.items()}
+        log.info("event=dry_run_export partition=%s table=%s object=%s", scope.key, table.name, storage.uri(key))
+        log.info("event=dry_run_export would run:\n%s\nwith parameters %s", sql, shown)
+        return ExportResult(scope.key, table.name, [storage.uri(key)], [key], 0, 0, dry_run=True)
     log.info(
         "event=export_started partition=%s table=%s object=%s clickhouse=%s",
-        partition.key, table.name, storage.uri(key), "chdb" if clickhouse.is_embedded else "http",
+        scope.key, table.name, storage.uri(key), "chdb" if clickhouse.is_embedded else "http",
     )
+    storage.prepare(key)
     clickhouse.execute(sql, params)
-    rows, size = clickhouse.query_rows(f"SELECT count(), any(_size) FROM {destination}", params)[0]
-    log.info("event=export_finished partition=%s table=%s rows=%d bytes=%d", partition.key, table.name, rows, size or 0)
-    return ExportResult(partition.key, table.name, [storage.uri(key)], [key], int(rows), int(size or 0))
+    destination, read_params = storage.clickhouse_table_function(key)
+    rows, size = clickhouse.query_rows(f"SELECT count(), any(_size) FROM {destination}", read_params)[0]
+    log.info("event=export_finished partition=%s table=%s rows=%d bytes=%d", scope.key, table.name, rows, size or 0)
+    return ExportResult(scope.key, table.name, [storage.uri(key)], [key], int(rows), int(size or 0))

@@ -1,9 +1,10 @@
-"""Operations on an attached duckling: create tables, detect drift, and swap a partition's files in.
+"""Operations on an attached duckling: create tables, check schemas, and swap a partition's files in.
 
-The swap is one DuckLake transaction: delete the team-day's rows, register the new file(s), check the
-day's row count, commit. Readers see the old day or the new day, never an empty or a doubled one. DuckLake
-refuses concurrent snapshots that touch the same table in conflicting ways; those are retried with
-backoff, as is the ``CREATE TABLE IF NOT EXISTS`` race between two workers.
+The swap is one DuckLake transaction: delete the scope's rows (one team-day, or all of a team's rows for
+a full export), register the new file(s), check the row count, commit. Readers see the old data or the
+new, never an empty or a doubled day. With ``delete_tables`` the same transaction first drops and
+recreates the table. Concurrent snapshots that conflict are retried with backoff, as is the
+``CREATE TABLE IF NOT EXISTS`` race between two workers.
 """
 
 from __future__ import annotations
@@ -17,19 +18,27 @@ import duckdb
 
 from airflow_provider_duckling.errors import RegistrationError, SchemaDriftError
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS
-from airflow_provider_duckling.partitions import Partition
+from airflow_provider_duckling.partitions import Scope
 from airflow_provider_duckling.quoting import duckdb_ident
 from airflow_provider_duckling.retry import is_conflict, retry_conflicts
-from airflow_provider_duckling.tables import LAKE_SCHEMA, TableSpec
+from airflow_provider_duckling.tables import LAKE_SCHEMA, PERSONS, PERSONS_CURRENT_VIEW, TableSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _METADATA = duckdb_ident(f"__ducklake_metadata_{LAKE_ALIAS}")
+# (file type, lake type) pairs DuckLake accepts: a file column may be narrower than the table's.
+_WIDENINGS = {
+    ("TINYINT", "SMALLINT"), ("TINYINT", "INTEGER"), ("TINYINT", "BIGINT"), ("SMALLINT", "INTEGER"),
+    ("SMALLINT", "BIGINT"), ("INTEGER", "BIGINT"), ("UTINYINT", "USMALLINT"), ("UTINYINT", "UINTEGER"),
+    ("UTINYINT", "UBIGINT"), ("USMALLINT", "UINTEGER"), ("USMALLINT", "UBIGINT"), ("UINTEGER", "UBIGINT"),
+    ("FLOAT", "DOUBLE"),
+}
 
 
-def qualified(table: TableSpec) -> str:
-    return f"{duckdb_ident(LAKE_ALIAS)}.{duckdb_ident(LAKE_SCHEMA)}.{duckdb_ident(table.name)}"
+def qualified(table: TableSpec | str) -> str:
+    name = table if isinstance(table, str) else table.name
+    return f"{duckdb_ident(LAKE_ALIAS)}.{duckdb_ident(LAKE_SCHEMA)}.{duckdb_ident(name)}"
 
 
 def with_conflict_retries(con: duckdb.DuckDBPyConnection, what: str, fn: Callable[[], T]) -> T:
@@ -52,15 +61,29 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: TableSpec) -> bool:
     return bool(row and row[0])
 
 
+def _create_statements(table: TableSpec) -> list[str]:
+    """DDL for the table and, for persons, the current-row view."""
+    statements = [table.lake_ddl(LAKE_ALIAS)]
+    if table.name == PERSONS.name:
+        statements.append(
+            f"CREATE VIEW IF NOT EXISTS {qualified(PERSONS_CURRENT_VIEW)} AS "
+            "SELECT * EXCLUDE (_rank) FROM (SELECT *, row_number() OVER (PARTITION BY team_id, distinct_id "
+            "ORDER BY person_distinct_id_version DESC, person_version DESC, _timestamp DESC, _inserted_at DESC) AS _rank "
+            f"FROM {qualified(PERSONS)}) WHERE _rank = 1"
+        )
+    return statements
+
+
 def ensure_table(con: duckdb.DuckDBPyConnection, table: TableSpec) -> bool:
-    """Create the schema and table if missing; safe when several workers do it at once. True if created."""
+    """Create the schema and table (and view) if missing; safe when several workers do it at once."""
     if table_exists(con, table):
         return False
 
     def create() -> bool:
         con.execute("BEGIN")
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {duckdb_ident(LAKE_ALIAS)}.{duckdb_ident(LAKE_SCHEMA)}")
-        con.execute(table.lake_ddl(LAKE_ALIAS))
+        for statement in _create_statements(table):
+            con.execute(statement)
         con.execute("COMMIT")
         return True
 
@@ -81,42 +104,54 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: TableSpec) -> dict[str,
         "AND table_name = ? ORDER BY column_index",
         [LAKE_ALIAS, LAKE_SCHEMA, table.name],
     ).fetchall()
-    return {name: _normalize_type(kind) for name, kind in rows}
+    return {name: normalize_type(kind) for name, kind in rows}
 
 
 def file_columns(con: duckdb.DuckDBPyConnection, uri: str) -> dict[str, str]:
-    rows = con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false))", [uri]).fetchall()
-    return {name: _normalize_type(kind) for name, kind in rows}
+    rows = con.execute(
+        "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false))", [uri]
+    ).fetchall()
+    return {name: normalize_type(kind) for name, kind in rows}
 
 
-def _normalize_type(kind: str) -> str:
+def normalize_type(kind: str) -> str:
     kind = kind.upper()
     return {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"}.get(kind, kind)
 
 
-def describe_drift(expected: dict[str, str], actual: dict[str, str], actual_name: str) -> list[str]:
-    """Human-readable differences between two column → type maps (empty when they agree)."""
-    problems = []
-    for name, kind in expected.items():
-        if name not in actual:
-            problems.append(f"column {name} ({kind}) is missing from the {actual_name}")
-        elif actual[name] != _normalize_type(kind):
-            problems.append(f"column {name} is {actual[name]} in the {actual_name}, expected {_normalize_type(kind)}")
-    for name, kind in actual.items():
-        if name not in expected:
-            problems.append(f"column {name} ({kind}) in the {actual_name} is not part of the export")
-    return problems
+@dataclass(frozen=True)
+class SchemaCheck:
+    """How a lake table compares with what the export writes."""
+
+    warnings: list[str]
+    incompatible: list[str]
+
+
+def check_schema(export_columns: dict[str, str], lake_columns: dict[str, str]) -> SchemaCheck:
+    """Missing/extra columns are warnings; a type the lake table cannot accept is incompatible."""
+    warnings, incompatible = [], []
+    for name, kind in export_columns.items():
+        kind = normalize_type(kind)
+        if name not in lake_columns:
+            warnings.append(f"column {name} ({kind}) is exported but missing from the lake table (it will be dropped)")
+        elif lake_columns[name] != kind and (kind, lake_columns[name]) not in _WIDENINGS:
+            incompatible.append(f"column {name} is {lake_columns[name]} in the lake table, the export writes {kind}")
+    for name, kind in lake_columns.items():
+        if name not in export_columns:
+            warnings.append(f"column {name} ({kind}) in the lake table is not exported (it will read NULL)")
+    return SchemaCheck(warnings, incompatible)
 
 
 @dataclass(frozen=True)
 class SwapResult:
-    """What one partition swap did."""
+    """What one swap did."""
 
     deleted_rows: int
     added_files: int
     rows: int
     snapshot_id: int | None
     already_registered: bool = False
+    dropped_rows: int = 0
 
 
 def _catalog_paths(uri: str, data_path: str) -> list[str]:
@@ -144,60 +179,64 @@ def registered_files(con: duckdb.DuckDBPyConnection, uris: list[str], data_path:
     return found
 
 
-def count_partition_rows(con: duckdb.DuckDBPyConnection, table: TableSpec, partition: Partition) -> int:
-    day_col = duckdb_ident(table.day_column)
-    row = con.execute(
-        f"SELECT count(*) FROM {qualified(table)} WHERE team_id = ? AND {day_col} >= ? AND {day_col} < ?",
-        [partition.team_id, partition.start, partition.end],
-    ).fetchone()
+def count_rows(con: duckdb.DuckDBPyConnection, table: TableSpec, scope: Scope) -> int:
+    """Rows of ``scope`` (a team-day, or a whole team) in the lake table."""
+    predicate, params = scope.lake_predicate(table.day_column)
+    row = con.execute(f"SELECT count(*) FROM {qualified(table)} WHERE {predicate}", params).fetchone()
     return int(row[0])
 
 
-def swap_partition(
+def swap(
     con: duckdb.DuckDBPyConnection,
     table: TableSpec,
-    partition: Partition,
+    scope: Scope,
     uris: list[str],
     expected_rows: int,
     data_path: str,
     *,
     cleanup_existing: bool = True,
+    reset_table: bool = False,
     commit_message: str = "",
 ) -> SwapResult:
-    """Atomically replace one team-day's rows with the rows of ``uris``.
+    """Atomically replace ``scope``'s rows with the rows of ``uris``.
 
     :param uris: the exported files, as DuckDB addresses them.
-    :param expected_rows: rows the export wrote; the day must hold exactly this many afterwards
+    :param expected_rows: rows the export wrote; the scope must hold exactly this many afterwards
         (plus the rows kept when ``cleanup_existing`` is off), or nothing is committed.
-    :param cleanup_existing: delete the day's existing rows in the same transaction (the default).
+    :param cleanup_existing: delete the scope's existing rows in the same transaction (the default).
+    :param reset_table: drop and recreate the table (and its view) in the same transaction first.
     """
-    day_col = duckdb_ident(table.day_column)
+    predicate, params = scope.lake_predicate(table.day_column)
 
     def attempt() -> SwapResult:
         con.execute("BEGIN")
         seen = registered_files(con, uris, data_path)
         if seen:
-            current = count_partition_rows(con, table, partition)
-            if len(seen) == len(uris) and all(seen.values()) and current == expected_rows:
-                con.execute("ROLLBACK")
-                return SwapResult(0, 0, current, None, already_registered=True)
+            current = count_rows(con, table, scope)
             con.execute("ROLLBACK")
+            if len(seen) == len(uris) and all(seen.values()) and current == expected_rows and not reset_table:
+                return SwapResult(0, 0, current, None, already_registered=True)
             raise RegistrationError(
-                f"{partition.key}: {len(seen)} of the exported file(s) were registered before "
-                f"(the day now holds {current} rows, the export wrote {expected_rows}); a file is never registered "
-                "twice: clear the export task too so that it writes a new file"
+                f"{scope.key}: {len(seen)} of the exported file(s) were registered before "
+                f"(the lake now holds {current} rows for it, the export wrote {expected_rows}); a file is never "
+                "registered twice: clear the export task too so that it writes a new file"
             )
         if commit_message:
             con.execute(
                 f"CALL {duckdb_ident(LAKE_ALIAS)}.set_commit_message('airflow-provider-duckling', ?)", [commit_message]
             )
+        dropped = 0
+        if reset_table:
+            dropped = int(con.execute(f"SELECT count(*) FROM {qualified(table)}").fetchone()[0])
+            if table.name == PERSONS.name:
+                con.execute(f"DROP VIEW IF EXISTS {qualified(PERSONS_CURRENT_VIEW)}")
+            con.execute(f"DROP TABLE {qualified(table)}")
+            for statement in _create_statements(table):
+                con.execute(statement)
+        before = count_rows(con, table, scope)
         deleted = 0
-        before = count_partition_rows(con, table, partition)
         if cleanup_existing and before:
-            row = con.execute(
-                f"DELETE FROM {qualified(table)} WHERE team_id = ? AND {day_col} >= ? AND {day_col} < ?",
-                [partition.team_id, partition.start, partition.end],
-            ).fetchone()
+            row = con.execute(f"DELETE FROM {qualified(table)} WHERE {predicate}", params).fetchone()
             deleted = int(row[0]) if row else before
         for uri in uris:
             try:
@@ -211,61 +250,70 @@ def swap_partition(
                     raise
                 con.execute("ROLLBACK")
                 raise SchemaDriftError(
-                    f"{partition.key}: the lake table {LAKE_SCHEMA}.{table.name} cannot accept the exported file: "
+                    f"{scope.key}: the lake table {LAKE_SCHEMA}.{table.name} cannot accept the exported file: "
                     f"{str(exc).splitlines()[0]}"
                 ) from None
-        after = count_partition_rows(con, table, partition)
+        after = count_rows(con, table, scope)
         wanted = expected_rows + (0 if cleanup_existing else before)
         if after != wanted:
             con.execute("ROLLBACK")
             raise RegistrationError(
-                f"{partition.key}: after registering, the day would hold {after} rows, expected {wanted}; nothing committed"
+                f"{scope.key}: after registering, the lake would hold {after} rows for it, expected {wanted}; "
+                "nothing committed"
             )
         con.execute("COMMIT")
         snapshot = con.execute(f"SELECT * FROM {duckdb_ident(LAKE_ALIAS)}.last_committed_snapshot()").fetchone()
-        return SwapResult(deleted, len(uris), after, int(snapshot[0]) if snapshot and snapshot[0] is not None else None)
+        snapshot_id = int(snapshot[0]) if snapshot and snapshot[0] is not None else None
+        return SwapResult(deleted, len(uris), after, snapshot_id, dropped_rows=dropped)
 
-    return with_conflict_retries(con, f"register {partition.key}", attempt)
+    return with_conflict_retries(con, f"register {scope.key}", attempt)
 
 
 def register_files(
     con: duckdb.DuckDBPyConnection,
     table: TableSpec,
-    partition: Partition,
+    scope: Scope,
     uris: list[str],
     expected_rows: int,
     data_path: str,
     *,
     cleanup_existing: bool = True,
     create_if_missing: bool = True,
+    delete_tables: bool = False,
     commit_message: str = "",
 ) -> SwapResult:
     """Everything the register step does on an attached lake: isolation check, table, drift, swap."""
-    allowed = data_path + partition.prefix(table.name)
+    allowed = data_path + scope.prefix(table.name)
     foreign = [u for u in uris if not u.startswith(allowed)]
     if foreign:
-        raise RegistrationError(f"{partition.key}: refusing files outside {allowed}: {foreign}")
+        raise RegistrationError(f"{scope.key}: refusing files outside {allowed}: {foreign}")
     if not table_exists(con, table):
-        if not create_if_missing:
+        if not create_if_missing and not delete_tables:
             raise SchemaDriftError(
-                f"table {LAKE_SCHEMA}.{table.name} does not exist in the duckling of team {partition.team_id} "
+                f"table {LAKE_SCHEMA}.{table.name} does not exist in the duckling of team {scope.team_id} "
                 "and create_tables_if_missing is off"
             )
         ensure_table(con, table)
-    for problem in describe_drift(table.lake_columns, table_columns(con, table), "lake table"):
-        log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, table.name, problem)
-    if uris:
-        for problem in describe_drift(table.lake_columns, file_columns(con, uris[0]), "exported file"):
-            log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, table.name, problem)
-    result = swap_partition(
-        con, table, partition, uris, expected_rows, data_path,
-        cleanup_existing=cleanup_existing, commit_message=commit_message,
+    elif not delete_tables:
+        lake = table_columns(con, table)
+        for uri in uris[:1]:
+            for problem in check_schema(file_columns(con, uri), lake).warnings:
+                log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, table.name, problem)
+    result = swap(
+        con, table, scope, uris, expected_rows, data_path,
+        cleanup_existing=cleanup_existing, reset_table=delete_tables, commit_message=commit_message,
     )
+    if delete_tables:
+        log.warning(
+            "event=tables_dropped DANGER table=%s.%s dropped_rows=%d: dropped and recreated by delete_tables",
+            LAKE_SCHEMA, table.name, result.dropped_rows,
+        )
     if result.already_registered:
-        log.info("event=already_registered partition=%s table=%s rows=%d", partition.key, table.name, result.rows)
+        log.info("event=already_registered partition=%s table=%s rows=%d", scope.key, table.name, result.rows)
     else:
         log.info(
             "event=partition_registered partition=%s table=%s files=%d rows=%d deleted_rows=%d snapshot_id=%s",
-            partition.key, table.name, result.added_files, result.rows, result.deleted_rows, result.snapshot_id,
+            scope.key, table.name, result.added_files, result.rows, result.deleted_rows, result.snapshot_id,
         )
     return result
+

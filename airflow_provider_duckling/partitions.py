@@ -87,10 +87,36 @@ class Partition:
         """Object key of the file written by one attempt of one run."""
         return f"{self.prefix(table)}{run_token}.parquet"
 
+    def lake_predicate(self, day_column: str) -> tuple[str, list[object]]:
+        """SQL predicate (with ``?`` parameters) selecting this partition's rows in the lake."""
+        from airflow_provider_duckling.quoting import duckdb_ident
 
-def full_export_key(table: str, team_id: int, run_token: str) -> str:
-    """Object key of a whole-team export (used by the persons full export)."""
-    return f"backfill/{table}/team_id={team_id}/full/{run_token}.parquet"
+        col = duckdb_ident(day_column)
+        return f"team_id = ? AND {col} >= ? AND {col} < ?", [self.team_id, self.start, self.end]
+
+
+@dataclass(frozen=True, order=True)
+class FullExport:
+    """All of one team's rows (the persons full export): replaces the team's whole table in one swap."""
+
+    team_id: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.team_id}_full"
+
+    def prefix(self, table: str) -> str:
+        return f"backfill/{table}/team_id={self.team_id}/full/"
+
+    def object_key(self, table: str, run_token: str) -> str:
+        return f"{self.prefix(table)}{run_token}.parquet"
+
+    def lake_predicate(self, day_column: str) -> tuple[str, list[object]]:
+        return "team_id = ?", [self.team_id]
+
+
+Scope = Partition | FullExport
+"""What one export/register pair moves: one team-day, or all of a team's rows."""
 
 
 def run_token(run_id: str, try_number: int | None = None) -> str:

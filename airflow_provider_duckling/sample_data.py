@@ -85,3 +85,53 @@ def clickhouse_day_counts(hook: ClickHouseHook, team_id: int) -> dict[dt.date, i
         {"team_id": team_id},
     )
     return {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)): int(n) for d, n in rows}
+
+
+def insert_person(
+    hook: ClickHouseHook, team_id: int, person_id: str, version: int, timestamp: dt.datetime,
+    properties: str = "{}", is_identified: bool = True, is_deleted: bool = False,
+    created_at: dt.datetime | None = None,
+) -> None:
+    """Write one version of a person (ReplacingMergeTree: the highest version wins)."""
+    table = f"{clickhouse_ident(hook.database)}.{clickhouse_ident('person')}"
+    hook.execute(
+        f"INSERT INTO {table} (id, team_id, properties, is_identified, created_at, version, is_deleted, _timestamp) "
+        "SELECT {id:UUID}, {team_id:Int64}, {properties:String}, {identified:Int8}, "
+        "toDateTime64({created:String}, 3, 'UTC'), {version:UInt64}, {deleted:Int8}, toDateTime({ts:String}, 'UTC')",
+        {
+            "id": person_id, "team_id": team_id, "properties": properties, "identified": int(is_identified),
+            "created": (created_at or timestamp).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], "version": version,
+            "deleted": int(is_deleted), "ts": timestamp.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
+
+
+def insert_distinct_id(
+    hook: ClickHouseHook, team_id: int, distinct_id: str, person_id: str, version: int, timestamp: dt.datetime,
+    is_deleted: bool = False,
+) -> None:
+    """Write one version of a distinct_id → person mapping."""
+    table = f"{clickhouse_ident(hook.database)}.{clickhouse_ident('person_distinct_id2')}"
+    hook.execute(
+        f"INSERT INTO {table} (team_id, distinct_id, person_id, version, is_deleted, _timestamp) "
+        "SELECT {team_id:Int64}, {distinct_id:String}, {person_id:UUID}, {version:Int64}, {deleted:Int8}, "
+        "toDateTime({ts:String}, 'UTC')",
+        {
+            "team_id": team_id, "distinct_id": distinct_id, "person_id": person_id, "version": version,
+            "deleted": int(is_deleted), "ts": timestamp.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
+
+
+def seed_persons(hook: ClickHouseHook, team_ids: list[int], days: list[dt.date], per_day: int = 20) -> None:
+    """``per_day`` persons per team-day, each with two distinct_ids, created at noon UTC of the day."""
+    import uuid
+
+    for team_id in team_ids:
+        for index, day in enumerate(days):
+            for n in range(per_day):
+                person = str(uuid.uuid5(uuid.NAMESPACE_URL, f"person/{team_id}/{index}/{n}"))
+                at = dt.datetime.combine(day, dt.time(12, 0), tzinfo=dt.UTC) + dt.timedelta(minutes=n)
+                insert_person(hook, team_id, person, 1, at, properties=f'{{"email": "p{n}@example.com"}}')
+                for suffix in ("a", "b"):
+                    insert_distinct_id(hook, team_id, f"{person[:8]}-{suffix}", person, 1, at)

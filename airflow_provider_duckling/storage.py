@@ -45,12 +45,15 @@ class DucklingStorage:
             return f"{self.endpoint_url.rstrip('/')}/{self.bucket}/{key}"
         return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{key}"
 
+    def prepare(self, key: str) -> None:
+        """Make ``key`` writable: local directories must exist before ClickHouse's ``file()`` writes."""
+        if self.local_dir is not None:
+            (self.local_dir / key).parent.mkdir(parents=True, exist_ok=True)
+
     def clickhouse_table_function(self, key: str) -> tuple[str, dict[str, Any]]:
         """``s3(...)``/``file(...)`` text for ``key`` and the parameters it binds."""
         if self.local_dir is not None:
-            path = self.local_dir / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return "file({dest_path:String}, 'Parquet')", {"dest_path": str(path)}
+            return "file({dest_path:String}, 'Parquet')", {"dest_path": str(self.local_dir / key)}
         params: dict[str, Any] = {"dest_url": self.http_url(key)}
         if self.credentials is None:
             # ClickHouse's own identity (e.g. its EC2 role allowed by the bucket policy).

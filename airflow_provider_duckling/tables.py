@@ -83,7 +83,28 @@ EVENTS = TableSpec(
     ),
 )
 
-TABLES: dict[str, TableSpec] = {EVENTS.name: EVENTS}
+PERSONS = TableSpec(
+    name="persons",
+    day_column="_timestamp",
+    source_tables=("person", "person_distinct_id2"),
+    columns=(
+        Column("team_id", "BIGINT", "toInt64(pd.team_id)"),
+        Column("distinct_id", "VARCHAR", "pd.distinct_id"),
+        Column("id", "VARCHAR", "toString(p.id)"),
+        Column("properties", "VARCHAR", "p.properties"),
+        Column("created_at", "TIMESTAMPTZ", _ts("p.created_at")),
+        Column("is_identified", "BOOLEAN", "toBool(p.is_identified)"),
+        Column("person_distinct_id_version", "BIGINT", "toInt64(pd.version)"),
+        Column("person_version", "UBIGINT", "toUInt64(p.version)"),
+        Column("_timestamp", "TIMESTAMPTZ", _ts("p._timestamp")),
+        Column("_inserted_at", "TIMESTAMPTZ", "now64(6, 'UTC')"),
+    ),
+)
+
+TABLES: dict[str, TableSpec] = {EVENTS.name: EVENTS, PERSONS.name: PERSONS}
+
+#: The per-duckling view that gives one current row per (team_id, distinct_id) across partitions.
+PERSONS_CURRENT_VIEW = "persons_current"
 
 
 def get_table(name: str) -> TableSpec:
@@ -94,14 +115,52 @@ def get_table(name: str) -> TableSpec:
         raise ValueError(f"unknown table {name!r}: expected one of {sorted(TABLES)}") from None
 
 
-def daily_export_select(table: TableSpec, database: str) -> str:
-    """The SELECT of one team-day, with ``{team_id:Int64}`` and ``{day:Date}`` as bound parameters."""
-    if table.name != "events":
-        raise ValueError(f"no daily export defined for {table.name!r}")
+def _qualified(database: str, table: str) -> str:
+    return f"{clickhouse_ident(database)}.{clickhouse_ident(table)}"
+
+
+def _events_source(database: str, daily: bool) -> str:
+    if not daily:
+        raise ValueError("events are exported one UTC day at a time; a full export exists only for persons")
     return (
-        f"SELECT\n    {table.select_list()}\n"
-        f"FROM {clickhouse_ident(database)}.{clickhouse_ident('events')}\n"
+        f"FROM {_qualified(database, 'events')}\n"
         "WHERE team_id = {team_id:Int64}\n"
         "  AND toDate(timestamp) = {day:Date}\n"
         "  AND timestamp >= toDateTime64('1970-01-01 00:00:00', 6, 'UTC')"
     )
+
+
+def _persons_source(database: str, daily: bool) -> str:
+    # Latest version of each person and of each distinct_id mapping (argMax by version: the same answer
+    # as FINAL, without depending on merges); tombstones (is_deleted = 1) excluded.
+    person = (
+        "SELECT team_id, id, argMax(properties, version) AS properties, argMax(is_identified, version) AS is_identified,\n"
+        "           argMax(created_at, version) AS created_at, max(version) AS latest_version,\n"
+        "           argMax(is_deleted, version) AS latest_is_deleted, argMax(_timestamp, version) AS latest_timestamp\n"
+        f"    FROM {_qualified(database, 'person')} WHERE team_id = {{team_id:Int64}}\n"
+        "    GROUP BY team_id, id HAVING latest_is_deleted = 0"
+    )
+    mapping = (
+        "SELECT team_id, distinct_id, argMax(person_id, version) AS person_id, max(version) AS latest_version,\n"
+        "           argMax(is_deleted, version) AS latest_is_deleted\n"
+        f"    FROM {_qualified(database, 'person_distinct_id2')} WHERE team_id = {{team_id:Int64}}\n"
+        "    GROUP BY team_id, distinct_id HAVING latest_is_deleted = 0"
+    )
+    where = "WHERE p._timestamp >= toDateTime('1970-01-01 00:00:00', 'UTC')"
+    if daily:
+        where += "\n  AND toDate(p._timestamp, 'UTC') = {day:Date}"
+    return (
+        f"FROM (\n    SELECT team_id, id, properties, is_identified, created_at, latest_version AS version,\n"
+        f"           latest_timestamp AS _timestamp FROM ({person})\n) AS p\n"
+        f"INNER JOIN (\n    SELECT team_id, distinct_id, person_id, latest_version AS version FROM ({mapping})\n) AS pd\n"
+        "    ON pd.person_id = p.id AND pd.team_id = p.team_id\n"
+        f"{where}"
+    )
+
+
+def export_select(table: TableSpec, database: str, daily: bool = True) -> str:
+    """The SELECT of one team-day (``daily``) or of a whole team, with ``{team_id:Int64}`` and
+    ``{day:Date}`` as bound parameters."""
+    sources = {"events": _events_source, "persons": _persons_source}
+    return f"SELECT\n    {table.select_list()}\n{sources[table.name](database, daily)}"
+

@@ -37,7 +37,7 @@ def main() -> None:
     from airflow_provider_duckling.partitions import Partition
     from airflow_provider_duckling.quoting import clickhouse_str
     from airflow_provider_duckling.sample_data import create_schema, insert_events
-    from airflow_provider_duckling.tables import EVENTS, daily_export_select
+    from airflow_provider_duckling.tables import EVENTS, export_select
 
     day = dt.date(2024, 1, 15)
     clickhouse = ClickHouseHook()
@@ -54,7 +54,7 @@ def main() -> None:
         path = work / f"bare-{i}.parquet"
         start = time.perf_counter()
         clickhouse.execute(
-            f"INSERT INTO FUNCTION file({clickhouse_str(str(path))}, 'Parquet') {daily_export_select(EVENTS, 'posthog')} "
+            f"INSERT INTO FUNCTION file({clickhouse_str(str(path))}, 'Parquet') {export_select(EVENTS, 'posthog')} "
             "SETTINGS output_format_parquet_compression_method = 'zstd', output_format_parquet_string_as_string = 1",
             {"team_id": 1, "day": day.isoformat()},
         )

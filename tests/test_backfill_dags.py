@@ -39,7 +39,7 @@ def test_generated_dags_have_the_expected_shape(backfilled):
         dag = bag.get_dag(f"duckling_events_backfill_team_{duckling.team_id}")
         assert dag.catchup is True
         assert dag.start_date == dt.datetime(2024, 3, 8, tzinfo=dt.UTC)
-        assert [t.task_id for t in dag.topological_sort()] == ["export", "register"]
+        assert [t.task_id for t in dag.topological_sort()] == ["wait_for_late_events", "export", "register"]
         assert dag.max_active_runs == 4
         assert dag.get_task("export").retries == 3
         # Day D's run starts only once D has ended: its data interval is [D, D+1) and it runs after D+1.

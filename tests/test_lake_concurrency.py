@@ -11,7 +11,7 @@ import threading
 from airflow_provider_duckling.export import export_partition
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.lake import count_partition_rows, ensure_table, register_files, table_exists
+from airflow_provider_duckling.lake import count_rows, ensure_table, register_files, table_exists
 from airflow_provider_duckling.partitions import Partition
 from airflow_provider_duckling.tables import EVENTS
 from tests.support.stack import DAYS
@@ -41,7 +41,7 @@ def test_readers_never_see_an_empty_or_doubled_day_during_swaps(stack):
         try:
             with DuckLakeHook().attach(duckling) as con:
                 while not stop.is_set():
-                    seen.append(count_partition_rows(con, EVENTS, Partition(1, day)))
+                    seen.append(count_rows(con, EVENTS, Partition(1, day)))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -87,7 +87,7 @@ def test_two_days_of_one_team_register_at_once(stack):
     assert not errors, errors
     with hook.attach(duckling, storage) as con:
         for day in days:
-            assert count_partition_rows(con, EVENTS, Partition(2, day)) == stack.counts[(2, day)]
+            assert count_rows(con, EVENTS, Partition(2, day)) == stack.counts[(2, day)]
         assert con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'events', schema => 'posthog')").fetchone() == (2,)
 
 

@@ -149,8 +149,13 @@ class DuckLakeHook(BaseHook):
         return DucklingStorage(duckling.bucket, duckling.bucket_region, creds, endpoint_url=settings.s3_endpoint_url)
 
     @contextlib.contextmanager
-    def attach(self, duckling: Duckling, storage: DucklingStorage | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A DuckDB connection with the duckling attached as ``lake``; closed on exit."""
+    def attach(
+        self, duckling: Duckling, storage: DucklingStorage | None = None, *, read_only: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection with the duckling attached as ``lake``; closed on exit.
+
+        :param read_only: attach read-only (dry runs): nothing is written, not even a new catalog's tables.
+        """
         settings = self.settings(duckling)
         storage = storage or self.storage(duckling, settings)
         con = connect_duckdb()
@@ -160,7 +165,7 @@ class DuckLakeHook(BaseHook):
                 # Workers attaching a brand-new catalog at once race to create its metadata tables.
                 retry_conflicts(
                     f"attach team {duckling.team_id}",
-                    lambda: self._attach(con, duckling, settings, storage),
+                    lambda: self._attach(con, duckling, settings, storage, read_only),
                     on_error=lambda: con.execute(f"DETACH DATABASE IF EXISTS {LAKE_ALIAS}"),
                     extra_markers=("already exists",),
                 )
@@ -193,12 +198,17 @@ class DuckLakeHook(BaseHook):
         con.execute(f"CREATE OR REPLACE SECRET duckling_s3 (TYPE S3, {names})", list(options.values()))
 
     @staticmethod
-    def _attach(con: duckdb.DuckDBPyConnection, duckling: Duckling, settings: LakeSettings, storage: DucklingStorage) -> None:
+    def _attach(
+        con: duckdb.DuckDBPyConnection, duckling: Duckling, settings: LakeSettings, storage: DucklingStorage,
+        read_only: bool = False,
+    ) -> None:
         data_path = duckdb_str(storage.data_path)
+        mode = ", READ_ONLY" if read_only else ""
         if settings.local_root is not None:
-            settings.local_root.mkdir(parents=True, exist_ok=True)
+            if not read_only:
+                settings.local_root.mkdir(parents=True, exist_ok=True)
             metadata = duckdb_str(f"ducklake:{settings.local_root / (duckling.db_name + '.ducklake')}")
-            con.execute(f"ATTACH {metadata} AS {LAKE_ALIAS} (DATA_PATH {data_path})")
+            con.execute(f"ATTACH {metadata} AS {LAKE_ALIAS} (DATA_PATH {data_path}{mode})")
             return
         options: dict[str, Any] = {
             "HOST": duckling.db_host,
@@ -212,7 +222,7 @@ class DuckLakeHook(BaseHook):
         # libpq options only; the identifying values all come from the secret above.
         metadata = duckdb_str(f"ducklake:postgres:sslmode={settings.sslmode} connect_timeout=10")
         con.execute(
-            f"ATTACH {metadata} AS {LAKE_ALIAS} (DATA_PATH {data_path}, META_SECRET 'duckling_catalog')"
+            f"ATTACH {metadata} AS {LAKE_ALIAS} (DATA_PATH {data_path}, META_SECRET 'duckling_catalog'{mode})"
         )
 
     def test_connection(self) -> tuple[bool, str]:

@@ -5,67 +5,105 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
-from airflow_provider_duckling.catalog import get_duckling
+from airflow_provider_duckling.errors import SchemaDriftError
 from airflow_provider_duckling.export import export_partition, merged_settings
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.partitions import Partition, parse_day, run_token, validate_team_id
-from airflow_provider_duckling.tables import get_table
+from airflow_provider_duckling.lake import check_schema, table_columns, table_exists
+from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
+from airflow_provider_duckling.options import BackfillOptions
+from airflow_provider_duckling.partitions import run_token
+from airflow_provider_duckling.tables import LAKE_SCHEMA
 
 
-class ClickHouseToDucklingS3Operator(BaseOperator):
+class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
     """
-    Export one team's data for one UTC day from ClickHouse to Parquet in the team's duckling bucket.
+    Export one team's data for one UTC day (or, for persons, all of it) from ClickHouse to Parquet in
+    the team's duckling bucket.
 
     No row passes through the worker: ClickHouse's ``s3()`` table function writes the file. The object key
-    is ``backfill/{table}/team_id={team_id}/year=YYYY/month=MM/day=DD/{run_id}-try{N}.parquet``: every
-    attempt writes a new object, so nothing the lake already references is ever overwritten. Returns (as
-    XCom) ``{"partition", "table", "files", "object_keys", "rows", "bytes"}`` for the register task.
+    is ``backfill/{table}/team_id={team_id}/year=YYYY/month=MM/day=DD/{run_id}-try{N}.parquet`` (a full
+    export: ``backfill/persons/team_id={team_id}/full/{run_id}-try{N}.parquet``): every attempt writes a new
+    object, so nothing the lake already references is ever overwritten. Before exporting, the lake table is
+    checked against the export's columns: a type it cannot accept fails here, with nothing written.
+    Returns (as XCom) ``{"partition", "table", "files", "object_keys", "rows", "bytes", "dry_run"}``.
 
-    :param team_id: the team to export (templated).
-    :param day: the UTC day, ``YYYY-MM-DD`` (templated); must have ended and be on or after 1970-01-01.
-    :param table: which table to export (``events``).
     :param clickhouse_conn_id: connection of type ``clickhouse``.
-    :param ducklake_conn_id: connection of type ``ducklake``; defaults to the registry entry's ``catalog_conn_id``.
     :param clickhouse_settings: ClickHouse settings merged over the defaults in
         :data:`airflow_provider_duckling.export.DEFAULT_CLICKHOUSE_SETTINGS` (templated).
-    :param registry_path: the duckling registry file; defaults to the configured one.
+    :param skip_schema_validation: skip the pre-flight schema check (templated).
+
+    The remaining parameters are those of
+    :class:`~airflow_provider_duckling.operators.base.DucklingPartitionOperator`.
     """
 
-    template_fields: Sequence[str] = ("team_id", "day", "clickhouse_settings")
+    template_fields: Sequence[str] = (
+        *DucklingPartitionOperator._base_fields, "clickhouse_settings", "skip_schema_validation",
+    )
     template_fields_renderers = {"clickhouse_settings": "json"}
     ui_color = "#fcd34d"
 
     def __init__(
         self,
         *,
-        team_id: int | str,
-        day: str,
-        table: str = "events",
         clickhouse_conn_id: str = ClickHouseHook.default_conn_name,
-        ducklake_conn_id: str | None = None,
-        clickhouse_settings: dict[str, Any] | None = None,
-        registry_path: str | None = None,
+        clickhouse_settings: dict[str, Any] | str | None = None,
+        skip_schema_validation: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        get_table(table)
-        self.team_id = team_id
-        self.day = day
-        self.table = table
         self.clickhouse_conn_id = clickhouse_conn_id
-        self.ducklake_conn_id = ducklake_conn_id
         self.clickhouse_settings = clickhouse_settings
-        self.registry_path = registry_path
+        self.skip_schema_validation = skip_schema_validation
 
     def execute(self, context: Context) -> dict[str, Any]:
-        partition = Partition(validate_team_id(self.team_id), parse_day(self.day))
-        table = get_table(self.table)
-        settings = merged_settings(self.clickhouse_settings)
-        duckling = get_duckling(partition.team_id, self.registry_path)
-        storage = DuckLakeHook(self.ducklake_conn_id).storage(duckling)
+        settings = merged_settings(BackfillOptions.from_values(clickhouse_settings=self.clickhouse_settings).clickhouse_settings)
+        skip_validation = self.flag("skip_schema_validation")
+        target = self.resolve()
+        dry_run = self.flag("dry_run")
+        self._preflight(target, skip_validation, dry_run)
         token = run_token(context["run_id"], context["ti"].try_number)
-        result = export_partition(ClickHouseHook(self.clickhouse_conn_id), storage, table, partition, token, settings)
+        result = export_partition(
+            ClickHouseHook(self.clickhouse_conn_id), target.storage, target.table, target.scope, token, settings,
+            dry_run=dry_run,
+        )
         return result.to_xcom()
+
+    def _preflight(self, target: Target, skip_validation: bool, dry_run: bool) -> None:
+        """Check the lake before writing: a missing table with creation off, or a type it cannot accept."""
+        create = self.flag("create_tables_if_missing")
+        if self.flag("delete_tables"):
+            self.log.warning("event=schema_check_skipped reason=delete_tables: %s.%s will be dropped and recreated",
+                             LAKE_SCHEMA, target.table.name)
+            return
+        if skip_validation and create:
+            self.log.info("event=schema_check_skipped reason=skip_schema_validation")
+            return
+        try:
+            with target.hook.attach(target.duckling, target.storage, read_only=dry_run) as con:
+                exists = table_exists(con, target.table)
+                lake = table_columns(con, target.table) if exists else {}
+        except Exception as exc:
+            if dry_run:
+                self.log.info("event=dry_run_preflight lake not readable yet (%s): it would be initialised", type(exc).__name__)
+                return
+            raise
+        if not exists:
+            if not create:
+                raise SchemaDriftError(
+                    f"table {LAKE_SCHEMA}.{target.table.name} does not exist in the duckling of team "
+                    f"{target.scope.team_id} and create_tables_if_missing is off; nothing was exported"
+                )
+            return
+        check = check_schema(target.table.lake_columns, lake)
+        for problem in check.warnings:
+            self.log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, target.table.name, problem)
+        if check.incompatible and not skip_validation:
+            raise SchemaDriftError(
+                f"the duckling's {LAKE_SCHEMA}.{target.table.name} cannot accept the export: "
+                + "; ".join(check.incompatible)
+                + ". Nothing was exported. Fix the table (or reset it with delete_tables), or set skip_schema_validation."
+            )
+        for problem in check.incompatible:
+            self.log.warning("event=schema_drift table=%s.%s %s (validation skipped)", LAKE_SCHEMA, target.table.name, problem)

@@ -1,88 +1,99 @@
-"""DuckLakeRegisterOperator: swap a team-day's exported files into the duckling in one transaction."""
+"""DuckLakeRegisterOperator: swap a partition's exported files into the duckling in one transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
-from airflow_provider_duckling.catalog import get_duckling
 from airflow_provider_duckling.errors import RegistrationError
-from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.lake import register_files
-from airflow_provider_duckling.partitions import Partition, parse_day, validate_team_id
-from airflow_provider_duckling.tables import get_table
+from airflow_provider_duckling.lake import count_rows, qualified, register_files, table_exists
+from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
 
 
-class DuckLakeRegisterOperator(BaseOperator):
+class DuckLakeRegisterOperator(DucklingPartitionOperator):
     """
-    Register the files an export task wrote, replacing that team-day's rows atomically.
+    Register the files an export task wrote, replacing that partition's rows atomically.
 
-    In one DuckLake transaction: delete the day's existing rows, ``ducklake_add_data_files`` each new
-    file, check the day now holds exactly the exported row count, commit. A file already registered is
-    never registered again (re-running this task alone is a no-op when the day already holds it).
+    In one DuckLake transaction: (with ``delete_tables``, drop and recreate the table;) delete the
+    partition's existing rows, ``ducklake_add_data_files`` each new file, check the partition now holds
+    exactly the exported row count, commit. A file already registered is never registered again
+    (re-running this task alone is a no-op when the lake already holds it).
 
-    :param team_id: the team (templated).
-    :param day: the UTC day, ``YYYY-MM-DD`` (templated).
-    :param table: which table (``events``).
     :param export_task_id: the task whose XCom lists the files and row count.
-    :param ducklake_conn_id: connection of type ``ducklake``; defaults to the registry entry's ``catalog_conn_id``.
-    :param cleanup_existing_partition_data: delete the day's existing rows in the same transaction.
-    :param create_tables_if_missing: create the schema and table when absent (else fail clearly).
-    :param registry_path: the duckling registry file; defaults to the configured one.
+    :param skip_ducklake_registration: leave the lake untouched (the files stay in S3) (templated).
+    :param cleanup_existing_partition_data: delete the partition's existing rows in the same
+        transaction; off, rows accumulate (templated).
+
+    The remaining parameters are those of
+    :class:`~airflow_provider_duckling.operators.base.DucklingPartitionOperator`.
     """
 
-    template_fields: Sequence[str] = ("team_id", "day")
+    template_fields: Sequence[str] = (
+        *DucklingPartitionOperator._base_fields, "skip_ducklake_registration", "cleanup_existing_partition_data",
+    )
     ui_color = "#a7f3d0"
 
     def __init__(
         self,
         *,
-        team_id: int | str,
-        day: str,
-        table: str = "events",
         export_task_id: str = "export",
-        ducklake_conn_id: str | None = None,
-        cleanup_existing_partition_data: bool = True,
-        create_tables_if_missing: bool = True,
-        registry_path: str | None = None,
+        skip_ducklake_registration: bool | str = False,
+        cleanup_existing_partition_data: bool | str = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        get_table(table)
-        self.team_id = team_id
-        self.day = day
-        self.table = table
         self.export_task_id = export_task_id
-        self.ducklake_conn_id = ducklake_conn_id
+        self.skip_ducklake_registration = skip_ducklake_registration
         self.cleanup_existing_partition_data = cleanup_existing_partition_data
-        self.create_tables_if_missing = create_tables_if_missing
-        self.registry_path = registry_path
 
     def execute(self, context: Context) -> dict[str, Any]:
-        partition = Partition(validate_team_id(self.team_id), parse_day(self.day))
-        table = get_table(self.table)
+        cleanup = self.flag("cleanup_existing_partition_data")
+        skip = self.flag("skip_ducklake_registration")
+        target = self.resolve()
         exported = context["ti"].xcom_pull(task_ids=self.export_task_id)
-        if not isinstance(exported, dict) or exported.get("partition") != partition.key or exported.get("table") != table.name:
-            raise RegistrationError(
-                f"{partition.key}: task {self.export_task_id!r} handed over no export of {table.name} for this partition"
-            )
-        duckling = get_duckling(partition.team_id, self.registry_path)
-        hook = DuckLakeHook(self.ducklake_conn_id)
-        storage = hook.storage(duckling)
-        with hook.attach(duckling, storage) as con:
+        key, table = target.scope.key, target.table.name
+        if not isinstance(exported, dict) or exported.get("partition") != key or exported.get("table") != table:
+            raise RegistrationError(f"{key}: task {self.export_task_id!r} handed over no export of {table} for this partition")
+        if skip:
+            self.log.info("event=registration_skipped partition=%s table=%s files=%s", key, table, exported["files"])
+            return {"partition": key, "table": table, "skipped": True}
+        if self.flag("dry_run") or exported.get("dry_run"):
+            return self._dry_run(target, exported, cleanup)
+        with target.hook.attach(target.duckling, target.storage) as con:
             result = register_files(
-                con, table, partition, list(exported["files"]), int(exported["rows"]), storage.data_path,
-                cleanup_existing=self.cleanup_existing_partition_data,
-                create_if_missing=self.create_tables_if_missing,
-                commit_message=f"{table.name} {partition.key} run={context['run_id']}",
+                con, target.table, target.scope, list(exported["files"]), int(exported["rows"]), target.storage.data_path,
+                cleanup_existing=cleanup,
+                create_if_missing=self.flag("create_tables_if_missing"),
+                delete_tables=self.flag("delete_tables"),
+                commit_message=f"{table} {key} run={context['run_id']}",
             )
         return {
-            "partition": partition.key,
-            "table": table.name,
+            "partition": key,
+            "table": table,
             "rows": result.rows,
             "files": result.added_files,
             "deleted_rows": result.deleted_rows,
             "snapshot_id": result.snapshot_id,
         }
+
+    def _dry_run(self, target: Target, exported: dict[str, Any], cleanup: bool) -> dict[str, Any]:
+        """Log what registration would do, reading the lake read-only (or not at all if it is new)."""
+        key, table = target.scope.key, target.table
+        existing: int | str = "unknown (lake not initialised)"
+        try:
+            with target.hook.attach(target.duckling, target.storage, read_only=True) as con:
+                existing = count_rows(con, table, target.scope) if table_exists(con, table) else 0
+        except Exception as exc:
+            self.log.info("event=dry_run_register lake not readable (%s)", type(exc).__name__)
+        if self.flag("delete_tables"):
+            self.log.warning("event=dry_run_register would DROP and recreate %s", qualified(table))
+        if cleanup:
+            predicate, _ = target.scope.lake_predicate(table.day_column)
+            self.log.info("event=dry_run_register would DELETE FROM %s WHERE %s (currently %s rows)",
+                          qualified(table), predicate, existing)
+        for uri in exported["files"]:
+            self.log.info("event=dry_run_register would CALL ducklake_add_data_files('lake', %r, %r, schema => 'posthog', "
+                          "hive_partitioning => false)", table.name, uri)
+        return {"partition": key, "table": table.name, "dry_run": True, "existing_rows": existing}

@@ -1,0 +1,94 @@
+"""What both duckling operators share: which team, table and partition a task moves, and how the duckling
+is reached."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_duckling.catalog import Duckling, get_duckling
+from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+from airflow_provider_duckling.options import as_bool, resolve_scope
+from airflow_provider_duckling.partitions import Scope
+from airflow_provider_duckling.storage import DucklingStorage
+from airflow_provider_duckling.tables import TableSpec, get_table
+
+
+@dataclass
+class Target:
+    """Everything a task resolved before it touches an engine."""
+
+    scope: Scope
+    table: TableSpec
+    duckling: Duckling
+    hook: DuckLakeHook
+    storage: DucklingStorage
+
+
+class DucklingPartitionOperator(BaseOperator):
+    """Base of the export and register operators (not used directly).
+
+    :param team_id: the team (templated).
+    :param day: the UTC day ``YYYY-MM-DD`` to move (templated); ignored when ``partition_key`` or
+        ``full_export`` is given.
+    :param partition_key: ``{team_id}_{YYYY-MM-DD}`` to move instead of ``day`` (templated); must belong
+        to ``team_id``.
+    :param full_export: move all of the team's rows instead of one day (persons only; templated).
+    :param table: ``events`` or ``persons``.
+    :param ducklake_conn_id: connection of type ``ducklake``; defaults to the registry entry's ``catalog_conn_id``.
+    :param create_tables_if_missing: create the schema and table when absent, else fail clearly (templated).
+    :param delete_tables: DANGER — drop and recreate the table before registering (templated).
+    :param dry_run: log what would happen and write nothing (templated).
+    :param registry_path: the duckling registry file; defaults to the configured one.
+    """
+
+    _base_fields = ("team_id", "day", "partition_key", "full_export", "create_tables_if_missing", "delete_tables", "dry_run")
+
+    def __init__(
+        self,
+        *,
+        team_id: int | str,
+        day: str | None = None,
+        partition_key: str | None = None,
+        full_export: bool | str = False,
+        table: str = "events",
+        ducklake_conn_id: str | None = None,
+        create_tables_if_missing: bool | str = True,
+        delete_tables: bool | str = False,
+        dry_run: bool | str = False,
+        registry_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        get_table(table)
+        self.team_id = team_id
+        self.day = day
+        self.partition_key = partition_key
+        self.full_export = full_export
+        self.table = table
+        self.ducklake_conn_id = ducklake_conn_id
+        self.create_tables_if_missing = create_tables_if_missing
+        self.delete_tables = delete_tables
+        self.dry_run = dry_run
+        self.registry_path = registry_path
+
+    def flag(self, name: str) -> bool:
+        """A boolean option after templating (native or string)."""
+        return as_bool(name, getattr(self, name))
+
+    def resolve(self) -> Target:
+        """Validate the inputs and reach the duckling (assuming its role), in that order: a bad team, day or
+        option fails before anything is contacted."""
+        scope = resolve_scope(self.team_id, self.day, self.partition_key, self.full_export)
+        table = get_table(self.table)
+        if self.flag("full_export") and table.name != "persons":
+            from airflow_provider_duckling.errors import ConfigurationError
+
+            raise ConfigurationError("full_export applies to persons only; events move one UTC day at a time")
+        for name in ("create_tables_if_missing", "delete_tables", "dry_run"):
+            self.flag(name)
+        duckling = get_duckling(scope.team_id, self.registry_path)
+        hook = DuckLakeHook(self.ducklake_conn_id)
+        return Target(scope, table, duckling, hook, hook.storage(duckling))

@@ -1,0 +1,85 @@
+"""The original system's ``DucklingBackfillConfig``: seven options, plus which partition to move.
+
+They reach the operators as DAG Params (the trigger form shows each with its description) rendered as
+native values; strings such as ``"false"`` are accepted too, so the operators behave the same when used
+outside the generated DAGs with plain string templating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_duckling.errors import ConfigurationError, PartitionError
+from airflow_provider_duckling.partitions import FullExport, Partition, Scope, parse_day, validate_team_id
+
+#: name → (default, description) — the seed's meaning, in the trigger form's words.
+OPTION_DOCS: dict[str, tuple[Any, str]] = {
+    "clickhouse_settings": ({}, "ClickHouse settings for the export query, merged over the defaults "
+                                "(e.g. {\"max_execution_time\": 7200})."),
+    "skip_ducklake_registration": (False, "Export to S3 only: write the Parquet file(s) but leave the duckling untouched."),
+    "skip_schema_validation": (False, "Skip the pre-flight check that the lake table can accept the export's columns and types."),
+    "cleanup_existing_partition_data": (True, "Delete the partition's existing rows in the same transaction that registers "
+                                              "the new file. Off: rows accumulate (re-runs add duplicates)."),
+    "create_tables_if_missing": (True, "Create the duckling's posthog tables (and the persons view) when missing. "
+                                       "Off: a missing table is an error, before anything is exported."),
+    "delete_tables": (False, "DANGER: drop and recreate this table in the duckling (all its rows, every day) before "
+                             "registering this run's file. Use to reset a duckling, then re-backfill."),
+    "dry_run": (False, "Preview: log exactly what would be exported, deleted and registered; write nothing anywhere."),
+}
+
+
+def as_bool(name: str, value: Any) -> bool:
+    """Accept real booleans and their usual string forms; refuse anything else by name."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    if value is None:
+        raise ConfigurationError(f"{name} must be true or false, got nothing")
+    raise ConfigurationError(f"{name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    """The seven options, validated."""
+
+    clickhouse_settings: dict[str, Any] = field(default_factory=dict)
+    skip_ducklake_registration: bool = False
+    skip_schema_validation: bool = False
+    cleanup_existing_partition_data: bool = True
+    create_tables_if_missing: bool = True
+    delete_tables: bool = False
+    dry_run: bool = False
+
+    @classmethod
+    def from_values(cls, **values: Any) -> BackfillOptions:
+        settings = values.pop("clickhouse_settings", None) or {}
+        if isinstance(settings, str):
+            import json
+
+            try:
+                settings = json.loads(settings) if settings.strip() else {}
+            except ValueError:
+                raise ConfigurationError("clickhouse_settings must be a JSON object of setting → value") from None
+        if not isinstance(settings, dict):
+            raise ConfigurationError("clickhouse_settings must be a mapping of setting → value")
+        unknown = set(values) - set(OPTION_DOCS)
+        if unknown:
+            raise ConfigurationError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        flags = {name: as_bool(name, value) for name, value in values.items() if value is not None}
+        return cls(clickhouse_settings=settings, **flags)
+
+
+def resolve_scope(team_id: Any, day: Any, partition_key: str | None = None, full_export: Any = False) -> Scope:
+    """What this run moves: the partition key if given (it must belong to ``team_id``), else ``day``;
+    or the whole team for a full export."""
+    team = validate_team_id(team_id)
+    if as_bool("full_export", full_export or False):
+        return FullExport(team)
+    if partition_key:
+        partition = Partition.parse(str(partition_key))
+        if partition.team_id != team:
+            raise PartitionError(f"partition {partition.key} belongs to team {partition.team_id}, not to this DAG's team {team}")
+        return partition
+    return Partition(team, parse_day(day))

@@ -1,0 +1,72 @@
+"""The provider's own settings, read from Airflow's config section ``[duckling]`` (or the matching
+``AIRFLOW__DUCKLING__*`` environment variables). Reading them touches no network."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from airflow_provider_duckling.errors import ConfigurationError
+
+
+def _get(key: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"AIRFLOW__DUCKLING__{key.upper()}")
+    if value is not None:
+        return value
+    try:
+        from airflow.configuration import conf
+
+        return conf.get("duckling", key, fallback=default)
+    except Exception:  # pragma: no cover - outside an Airflow installation
+        return default
+
+
+def registry_path() -> Path:
+    """``[duckling] registry_path``: the registry file (default ``ducklings.yaml`` in the DAGs folder)."""
+    configured = _get("registry_path")
+    if configured:
+        return Path(configured)
+    try:
+        from airflow.configuration import conf
+
+        return Path(conf.get("core", "dags_folder")) / "ducklings.yaml"
+    except Exception:  # pragma: no cover
+        return Path("ducklings.yaml")
+
+
+def state_path() -> Path:
+    """``[duckling] state_path``: where discovered start dates are remembered (beside the registry)."""
+    configured = _get("state_path")
+    return Path(configured) if configured else registry_path().with_name("duckling_state.json")
+
+
+def last_good_path() -> Path:
+    """``[duckling] last_good_path``: the last registry + state that loaded, used when either breaks."""
+    configured = _get("last_good_path")
+    if configured:
+        return Path(configured)
+    home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
+    return Path(home) / "duckling_last_good.json"
+
+
+def settle_delay() -> dt.timedelta:
+    """``[duckling] settle_minutes``: how long after a UTC day ends its top-up waits for late events."""
+    raw = _get("settle_minutes", "120") or "120"
+    try:
+        minutes = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"[duckling] settle_minutes must be a whole number of minutes, got {raw!r}") from None
+    if not 0 <= minutes <= 7 * 24 * 60:
+        raise ConfigurationError("[duckling] settle_minutes must be between 0 and 10080 (a week)")
+    return dt.timedelta(minutes=minutes)
+
+
+def start_date_floor() -> dt.date:
+    """``[duckling] start_date_floor``: no back-fill starts before this day (default 2015-01-01)."""
+    raw = _get("start_date_floor", "2015-01-01") or "2015-01-01"
+    try:
+        floor = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigurationError(f"[duckling] start_date_floor must be YYYY-MM-DD, got {raw!r}") from None
+    return max(floor, dt.date(1970, 1, 1))

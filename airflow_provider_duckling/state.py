@@ -1,0 +1,123 @@
+"""What the DAG file needs at parse time — the registry and the remembered start dates — read from local
+files only, with the last good copy kept so that a broken registry never makes DAGs disappear.
+
+Start dates are discovered by a task (``duckling_discover_start_dates``), never at parse time, and
+remembered in a small JSON file beside the registry (``[duckling] state_path``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_duckling import settings
+from airflow_provider_duckling.catalog import Duckling, load_registry, parse_registry
+from airflow_provider_duckling.errors import RegistryError
+
+log = logging.getLogger(__name__)
+StartDates = dict[str, dict[int, dt.date]]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _encode(start_dates: StartDates) -> dict[str, dict[str, str]]:
+    return {table: {str(t): d.isoformat() for t, d in sorted(days.items())} for table, days in sorted(start_dates.items())}
+
+
+def _decode(raw: Any, source: str) -> StartDates:
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{source}: expected a mapping of table → team → date")
+    try:
+        return {table: {int(t): dt.date.fromisoformat(d) for t, d in days.items()} for table, days in raw.items()}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise RegistryError(f"{source}: unreadable start dates ({type(exc).__name__})") from None
+
+
+def load_start_dates(path: Path | None = None) -> StartDates:
+    """Remembered start dates; a missing file means none discovered yet."""
+    path = path or settings.state_path()
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"cannot read remembered start dates {path.name}: {type(exc).__name__}") from None
+    return _decode(raw.get("start_dates", {}) if isinstance(raw, dict) else raw, path.name)
+
+
+def remember_start_dates(found: StartDates, path: Path | None = None) -> StartDates:
+    """Merge newly discovered dates into the state file (earlier dates win) and return the result."""
+    path = path or settings.state_path()
+    merged = load_start_dates(path) if path.exists() else {}
+    for table, days in found.items():
+        for team, day in days.items():
+            current = merged.setdefault(table, {}).get(team)
+            merged[table][team] = min(day, current) if current else day
+    _atomic_write(path, json.dumps({"start_dates": _encode(merged)}, indent=1))
+    return merged
+
+
+@dataclass
+class DagInputs:
+    """The registry and start dates the DAG file builds from, and any problem reading them."""
+
+    ducklings: dict[int, Duckling]
+    start_dates: StartDates
+    problems: list[str] = field(default_factory=list)
+
+
+def load_dag_inputs(
+    registry_path: Path | None = None, state_path: Path | None = None, last_good_path: Path | None = None
+) -> DagInputs:
+    """Read registry and start dates; on failure keep the last good copy and report the problem."""
+    last_good_path = last_good_path or settings.last_good_path()
+    problems: list[str] = []
+    try:
+        ducklings = load_registry(registry_path)
+    except RegistryError as exc:
+        problems.append(str(exc))
+        ducklings = None
+    try:
+        start_dates = load_start_dates(state_path)
+    except RegistryError as exc:
+        problems.append(str(exc))
+        start_dates = None
+    if ducklings is not None and start_dates is not None:
+        _save_last_good(last_good_path, ducklings, start_dates)
+        return DagInputs(ducklings, start_dates)
+    good = _load_last_good(last_good_path)
+    for problem in problems:
+        log.error("event=registry_problem keeping the last good DAGs: %s", problem)
+    return DagInputs(
+        ducklings if ducklings is not None else good.ducklings,
+        start_dates if start_dates is not None else good.start_dates,
+        problems,
+    )
+
+
+def _save_last_good(path: Path, ducklings: dict[int, Duckling], start_dates: StartDates) -> None:
+    text = json.dumps({"ducklings": [d.to_dict() for d in ducklings.values()], "start_dates": _encode(start_dates)},
+                      indent=1, sort_keys=True)
+    try:
+        if not path.exists() or path.read_text() != text:
+            _atomic_write(path, text)
+    except OSError as exc:  # the cache is a convenience; never fail parsing over it
+        log.warning("event=last_good_not_saved path=%s error=%s", path, type(exc).__name__)
+
+
+def _load_last_good(path: Path) -> DagInputs:
+    try:
+        raw = json.loads(path.read_text())
+        return DagInputs(parse_registry(raw, "last good registry"), _decode(raw.get("start_dates", {}), "last good state"))
+    except (OSError, ValueError, RegistryError):
+        return DagInputs({}, {})
