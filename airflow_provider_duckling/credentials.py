@@ -11,8 +11,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from airflow_provider_duckling.catalog import Duckling
-from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.errors import ConfigurationError, TransientError
 from airflow_provider_duckling.redaction import register_secret, scrub
+
+# STS answers that the same request will always get again (anything else, e.g. throttling, is retried).
+_PERMANENT_STS_ERRORS = {"AccessDenied", "ValidationError", "MalformedPolicyDocument", "RegionDisabledException",
+                         "InvalidClientTokenId"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds:
         )
     except Exception as exc:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-        raise ConfigurationError(
+        error = ConfigurationError if code in _PERMANENT_STS_ERRORS else TransientError
+        raise error(
             f"cannot assume role {duckling.cross_account_role_arn} for team {duckling.team_id}: {code} "
             "(check the role's trust policy and the external id in the registry)"
         ) from None

@@ -2,7 +2,19 @@
 
 
 class DucklingError(Exception):
-    """Base class: a problem this provider detected and explained."""
+    """Base class: a problem this provider detected and explained.
+
+    Subclasses are permanent (the same input fails the same way: retrying is pointless) unless they
+    derive from :class:`TransientError`.
+    """
+
+
+class TransientError(DucklingError):
+    """A dependency is unreachable or busy: a retry may succeed."""
+
+
+class LakeUnavailableError(TransientError):
+    """The duckling's catalog could not be attached (PostgreSQL down, network, credentials expired)."""
 
 
 class RegistryError(DucklingError):

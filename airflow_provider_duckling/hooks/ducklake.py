@@ -31,7 +31,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_duckling.catalog import DEFAULT_CATALOG_CONN_ID, Duckling
 from airflow_provider_duckling.credentials import assume_duckling_role
-from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.errors import ConfigurationError, LakeUnavailableError
 from airflow_provider_duckling.quoting import duckdb_str
 from airflow_provider_duckling.redaction import register_secret, scrub
 from airflow_provider_duckling.retry import retry_conflicts
@@ -170,7 +170,7 @@ class DuckLakeHook(BaseHook):
                     extra_markers=("already exists",),
                 )
             except duckdb.Error as exc:
-                raise ConfigurationError(
+                raise LakeUnavailableError(
                     scrub(f"cannot attach the duckling catalog of team {duckling.team_id}: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}")
                 ) from None

@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_duckling.catalog import Duckling, get_duckling
+from airflow_provider_duckling.errors import ConfigurationError, DucklingError, TransientError
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.options import as_bool, resolve_scope
 from airflow_provider_duckling.partitions import Scope
+from airflow_provider_duckling.redaction import scrub
 from airflow_provider_duckling.storage import DucklingStorage
 from airflow_provider_duckling.tables import TableSpec, get_table
 
@@ -74,6 +76,22 @@ class DucklingPartitionOperator(BaseOperator):
         self.dry_run = dry_run
         self.registry_path = registry_path
 
+    def execute(self, context: Context) -> Any:
+        """Run :meth:`run`; a permanent, explained error fails the task without retries (same input, same
+        failure), with its one-line message; transient ones are left to Airflow's retries."""
+        try:
+            return self.run(context)
+        except TransientError as exc:
+            raise TransientError(scrub(str(exc))) from None
+        except DucklingError as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            self.log.error("event=task_failed reason=%s: %s", type(exc).__name__, scrub(str(exc)))
+            raise AirflowFailException(f"{type(exc).__name__}: {scrub(str(exc))}") from None
+
+    def run(self, context: Context) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def flag(self, name: str) -> bool:
         """A boolean option after templating (native or string)."""
         return as_bool(name, getattr(self, name))
@@ -84,8 +102,6 @@ class DucklingPartitionOperator(BaseOperator):
         scope = resolve_scope(self.team_id, self.day, self.partition_key, self.full_export)
         table = get_table(self.table)
         if self.flag("full_export") and table.name != "persons":
-            from airflow_provider_duckling.errors import ConfigurationError
-
             raise ConfigurationError("full_export applies to persons only; events move one UTC day at a time")
         for name in ("create_tables_if_missing", "delete_tables", "dry_run"):
             self.flag(name)

@@ -57,7 +57,7 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         self.clickhouse_settings = clickhouse_settings
         self.skip_schema_validation = skip_schema_validation
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run(self, context: Context) -> dict[str, Any]:
         settings = merged_settings(BackfillOptions.from_values(clickhouse_settings=self.clickhouse_settings).clickhouse_settings)
         skip_validation = self.flag("skip_schema_validation")
         target = self.resolve()

@@ -48,7 +48,7 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         self.skip_ducklake_registration = skip_ducklake_registration
         self.cleanup_existing_partition_data = cleanup_existing_partition_data
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run(self, context: Context) -> dict[str, Any]:
         cleanup = self.flag("cleanup_existing_partition_data")
         skip = self.flag("skip_ducklake_registration")
         target = self.resolve()

@@ -1,0 +1,39 @@
+"""Running the generated DAGs in tests: load them from the real DAG folder and dag.test() one day."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow_provider_duckling.airflow_env import load_dags, run_day
+from airflow_provider_duckling.dag_factory import dag_id_for
+from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+
+
+def team_dag(team_id: int, table: str = "events"):
+    bag = load_dags()
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(dag_id_for(table, team_id))
+
+
+def run(team_id: int, day: dt.date, table: str = "events", **conf):
+    """dag.test() the run for ``day`` with ``conf`` as Params; returns the DagRun."""
+    return run_day(team_dag(team_id, table), day, run_conf=conf or None)
+
+
+def snapshot_id(duckling) -> int:
+    with DuckLakeHook().attach(duckling, read_only=True) as con:
+        return con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
+
+
+def catalog_tables(stack, duckling) -> int:
+    """How many tables the duckling's PostgreSQL catalog database holds (0 = never initialised)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=stack.postgres.port, user=stack.postgres.user,
+                            password=stack.postgres.password, dbname=duckling.db_name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
