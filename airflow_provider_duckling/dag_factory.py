@@ -36,13 +36,18 @@ TABLES = ("events", "persons")
 DISCOVERY_DAG_ID = "duckling_discover_start_dates"
 HEALTH_DAG_ID = "duckling_registry_health"
 DAY_TEMPLATE = "{{ data_interval_start.strftime('%Y-%m-%d') }}"
-DEFAULT_ARGS = {
-    "owner": "duckling",
-    "retries": 3,
-    "retry_delay": dt.timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": dt.timedelta(hours=1),
-}
+RETRY_DAG_ID = "duckling_retry_failed_partitions"
+
+
+def default_args() -> dict[str, Any]:
+    """Task retries with exponential backoff (``[duckling] task_retries`` / ``retry_delay_seconds``)."""
+    return {
+        "owner": "duckling",
+        "retries": settings.task_retries(),
+        "retry_delay": settings.retry_delay(),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(hours=1),
+    }
 
 
 def dag_id_for(table: str, team_id: int) -> str:
@@ -92,7 +97,7 @@ def build_team_dag(duckling: Duckling, table: str, start: dt.date | None, *, max
         start_date=dt.datetime.combine(start or settings.start_date_floor(), dt.time(), tzinfo=dt.UTC),
         catchup=True,
         max_active_runs=max_active_runs,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(),
         is_paused_upon_creation=False,
         render_template_as_native_obj=True,
         params=backfill_params(table),
@@ -168,6 +173,54 @@ def build_discovery_dag(inputs: DagInputs) -> DAG:
     return dag
 
 
+def failed_partitions(ducklings: dict[int, Duckling], days: list[dt.date]) -> list[dict[str, Any]]:
+    """Scheduled runs of the last ``days`` that failed, as TriggerDagRunOperator arguments for a new run of
+    the same partition (one automatic later pass per partition: its run id is fixed)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    logical_dates = [dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) for day in days]
+    retries = []
+    for duckling in ducklings.values():
+        for table in TABLES:
+            dag_id = dag_id_for(table, duckling.team_id)
+            states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, logical_dates=logical_dates)
+            for run_id, task_states in sorted(states.items()):
+                if not run_id.startswith("scheduled__"):
+                    continue
+                if not any(state in ("failed", "upstream_failed") for state in task_states.values()):
+                    continue
+                key = f"{duckling.team_id}_{run_id.removeprefix('scheduled__')[:10]}"
+                log.info("event=later_pass dag=%s partition=%s", dag_id, key)
+                retries.append({"trigger_dag_id": dag_id, "trigger_run_id": f"later_pass__{key}",
+                                "conf": {"partition_key": key}})
+    return retries
+
+
+def build_retry_dag(inputs: DagInputs) -> DAG:
+    """Hourly: the later pass — one new run for each partition whose scheduled run failed after its retries."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    with DAG(
+        dag_id=RETRY_DAG_ID,
+        description="Re-runs partitions whose scheduled run failed after its task retries (once each)",
+        schedule=CronTriggerTimetable("30 * * * *", timezone="UTC"),
+        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=False,
+        tags=["duckling", "housekeeping"],
+    ) as dag:
+
+        @task(task_id="find_failed_partitions")
+        def find() -> list[dict[str, Any]]:
+            today = dt.datetime.now(dt.UTC).date()
+            days = [today - dt.timedelta(days=n) for n in range(1, settings.retry_lookback_days() + 1)]
+            return failed_partitions(load_dag_inputs().ducklings, days)
+
+        TriggerDagRunOperator.partial(task_id="rerun", skip_when_already_exists=True).expand_kwargs(find())
+    return dag
+
+
 def build_health_dag(problems: list[str]) -> DAG:
     """Hourly: fails with the reason while the registry or remembered start dates cannot be read."""
     with DAG(
@@ -203,9 +256,14 @@ def build_dags(registry_path: str | Path | None = None) -> dict[str, DAG]:
     wanted = get_parsing_context().dag_id
     inputs = load_dag_inputs(Path(registry_path) if registry_path else None)
     dags: dict[str, DAG] = {}
-    for name, builder in ((DISCOVERY_DAG_ID, build_discovery_dag), (HEALTH_DAG_ID, build_health_dag)):
+    housekeeping = {
+        DISCOVERY_DAG_ID: lambda: build_discovery_dag(inputs),
+        RETRY_DAG_ID: lambda: build_retry_dag(inputs),
+        HEALTH_DAG_ID: lambda: build_health_dag(inputs.problems),
+    }
+    for name, builder in housekeeping.items():
         if not wanted or wanted == name:
-            dags[name] = builder(inputs if name == DISCOVERY_DAG_ID else inputs.problems)
+            dags[name] = builder()
     for duckling in inputs.ducklings.values():
         for table in TABLES:
             dag_id = dag_id_for(table, duckling.team_id)

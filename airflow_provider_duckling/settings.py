@@ -70,3 +70,29 @@ def start_date_floor() -> dt.date:
     except ValueError:
         raise ConfigurationError(f"[duckling] start_date_floor must be YYYY-MM-DD, got {raw!r}") from None
     return max(floor, dt.date(1970, 1, 1))
+
+
+def _int(key: str, default: int, low: int, high: int) -> int:
+    raw = _get(key, str(default)) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"[duckling] {key} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"[duckling] {key} must be between {low} and {high}")
+    return value
+
+
+def task_retries() -> int:
+    """``[duckling] task_retries``: retries of a failed export/register before the run fails (default 3)."""
+    return _int("task_retries", 3, 0, 20)
+
+
+def retry_delay() -> dt.timedelta:
+    """``[duckling] retry_delay_seconds``: first retry delay, doubled each time up to an hour (default 120)."""
+    return dt.timedelta(seconds=_int("retry_delay_seconds", 120, 0, 3600))
+
+
+def retry_lookback_days() -> int:
+    """``[duckling] retry_lookback_days``: how far back the hourly later pass looks for failed days (default 7)."""
+    return _int("retry_lookback_days", 7, 1, 366)

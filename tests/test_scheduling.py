@@ -1,0 +1,160 @@
+"""How the DAGs come and stay: start-date discovery, new ducklings, the settle delay, and a broken
+registry that must not make DAGs disappear."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from airflow_provider_duckling import settings
+from airflow_provider_duckling.airflow_env import load_dags
+from airflow_provider_duckling.catalog import Duckling
+from airflow_provider_duckling.dag_factory import DISCOVERY_DAG_ID, HEALTH_DAG_ID, build_team_dag
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.sample_data import insert_events
+from airflow_provider_duckling.state import load_start_dates
+from tests.support.stack import DAYS
+
+
+def _undated(stack, team_id: int, tag: str) -> Duckling:
+    duckling = stack.new_duckling(team_id, tag, start_date=None)
+    return duckling
+
+
+def _dag_model(dag_id: str):
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        model = session.get(DagModel, dag_id)
+        session.expunge(model)
+        return model
+
+
+def test_discovery_finds_earliest_dates_and_new_ducklings_catch_up(stack):
+    ch = ClickHouseHook()
+    # Team 6: a pre-1970 event (ignored), one in 1975 (clamped to the floor), then regular data.
+    insert_events(ch, 6, dt.date(1969, 12, 31), 3)
+    insert_events(ch, 6, dt.date(1975, 6, 1), 2)
+    new = [_undated(stack, 1, "disc"), _undated(stack, 6, "disc"), _undated(stack, 77, "disc")]
+    stack.use(*new)
+    state = settings.state_path()
+    if state.exists():
+        state.unlink()
+
+    bag = load_dags()
+    before = bag.get_dag("duckling_events_backfill_team_1")
+    assert before.schedule is None  # exists, but schedules nothing until its start is known
+
+    assert bag.get_dag(DISCOVERY_DAG_ID).test().state == "success"
+    found = load_start_dates()
+    assert found["events"] == {1: DAYS[0], 6: settings.start_date_floor()}
+    assert 77 not in found.get("events", {}) and 77 not in found.get("persons", {})
+
+    bag = load_dags()  # the next parse
+    dag = bag.get_dag("duckling_events_backfill_team_1")
+    assert dag.start_date == dt.datetime.combine(DAYS[0], dt.time(), tzinfo=dt.UTC)
+    assert dag.schedule is not None and "CronDataIntervalTimetable" in type(dag.timetable).__name__
+    model = _dag_model("duckling_events_backfill_team_1")
+    assert model.is_paused is False
+    assert model.next_dagrun_data_interval_start == dt.datetime.combine(DAYS[0], dt.time(), tzinfo=dt.UTC)
+    assert bag.get_dag("duckling_events_backfill_team_77").schedule is None
+    # Re-running discovery changes nothing that is known, and never asks again for known teams.
+    assert bag.get_dag(DISCOVERY_DAG_ID).test().state == "success"
+    assert load_start_dates()["events"] == found["events"]
+
+
+def test_a_registry_entry_is_all_a_new_duckling_needs(stack):
+    first = stack.new_duckling(2, "newbie")
+    stack.use(first)
+    assert "duckling_events_backfill_team_3" not in load_dags().dag_ids
+    stack.new_duckling(3, "newbie")  # one step: the registry entry
+    bag = load_dags()
+    for table in ("events", "persons"):
+        dag_id = f"duckling_{table}_backfill_team_3"
+        assert dag_id in bag.dag_ids
+        assert _dag_model(dag_id).is_paused is False
+        assert bag.get_dag(dag_id).catchup is True
+
+
+def test_registry_outage_keeps_the_last_good_dags_and_reports_it(stack):
+    stack.use(stack.new_duckling(2, "outage"))
+    good = set(load_dags().dag_ids)
+    assert "duckling_events_backfill_team_2" in good
+    assert load_dags().get_dag(HEALTH_DAG_ID).test().state == "success"
+    saved = stack.registry.read_text()
+    try:
+        stack.registry.write_text("ducklings: [ {team_id: 2, bucket: ")  # a half-written file
+        bag = load_dags()
+        assert not bag.import_errors
+        assert set(bag.dag_ids) == good
+        assert bag.get_dag(HEALTH_DAG_ID).test().state == "failed"
+        assert "cannot read duckling registry" in bag.get_dag(HEALTH_DAG_ID).doc_md
+
+        stack.registry.write_text(saved)
+        settings.state_path().write_text("{not json")  # the remembered dates break instead
+        bag = load_dags()
+        assert set(bag.dag_ids) == good
+        assert "cannot read remembered start dates" in bag.get_dag(HEALTH_DAG_ID).doc_md
+    finally:
+        stack.registry.write_text(saved)
+        settings.state_path().write_text(json.dumps({"start_dates": {}}))
+    assert load_dags().get_dag(HEALTH_DAG_ID).test().state == "success"
+
+
+def test_top_up_waits_for_the_day_to_close_plus_the_settle_delay(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__DUCKLING__SETTLE_MINUTES", "90")
+    duckling = Duckling(9, "settle-t9", "us-east-1", "127.0.0.1", "x", "arn:aws:iam::123456789012:role/x", "ext-id")
+    dag = build_team_dag(duckling, "events", DAYS[0])
+    sensor = dag.get_task("wait_for_late_events")
+    assert sensor.delta == dt.timedelta(minutes=90) and sensor.mode == "reschedule"
+    now = dt.datetime.now(dt.UTC)
+    assert sensor.poke({"data_interval_end": now - dt.timedelta(minutes=30)}) is False  # day closed, not settled
+    assert sensor.poke({"data_interval_end": now - dt.timedelta(minutes=91)}) is True
+    assert sensor.poke({"data_interval_end": now + dt.timedelta(hours=5)}) is False  # day not over
+
+
+def _failed_scheduled_run(dag_id: str, day: dt.date) -> str:
+    """A scheduled run of ``day`` whose export failed after its retries, as the scheduler would leave it."""
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    run_id = f"scheduled__{start.isoformat()}"
+    with create_session() as session:
+        dag = SerializedDagModel.get_dag(dag_id, session=session)
+        run = dag.create_dagrun(
+            run_id=run_id, logical_date=start, data_interval=(start, start + dt.timedelta(days=1)),
+            run_after=start + dt.timedelta(days=1), conf={}, run_type=DagRunType.SCHEDULED,
+            triggered_by=DagRunTriggeredByType.TEST, state=DagRunState.FAILED, session=session,
+        )
+        for ti in run.get_task_instances(session=session):
+            ti.state = {"export": TaskInstanceState.FAILED, "register": TaskInstanceState.UPSTREAM_FAILED}.get(
+                ti.task_id, TaskInstanceState.SUCCESS)
+    return run_id
+
+
+def test_later_pass_reruns_each_failed_partition_once(stack):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    from airflow_provider_duckling.dag_factory import RETRY_DAG_ID
+
+    duckling = stack.new_duckling(2, "laterpass", start_date=DAYS[0])
+    stack.use(duckling)
+    bag = load_dags()
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    _failed_scheduled_run("duckling_events_backfill_team_2", yesterday)
+
+    for _ in range(2):  # the second pass finds the same failure and does not trigger it again
+        assert bag.get_dag(RETRY_DAG_ID).test().state == "success"
+    with create_session() as session:
+        reruns = session.query(DagRun).filter(DagRun.dag_id == "duckling_events_backfill_team_2",
+                                              DagRun.run_id.like("later_pass__%")).all()
+        assert [(r.run_id, r.conf) for r in reruns] == [
+            (f"later_pass__2_{yesterday}", {"partition_key": f"2_{yesterday}"})
+        ]
+        assert session.query(DagRun).filter(DagRun.dag_id == "duckling_persons_backfill_team_2",
+                                            DagRun.run_id.like("later_pass__%")).count() == 0
