@@ -64,12 +64,13 @@ def load_dags(dags_folder: Path | None = None) -> Any:
 def run_day(dag: Any, day: Any, run_conf: dict[str, Any] | None = None) -> Any:
     """``dag.test()`` the run whose data interval is the UTC day ``day``.
 
-    A data-interval timetable infers a manual run's interval as the one that ended at its logical date,
-    so the run for day D is triggered at D + 1 00:00 UTC.
+    A data-interval timetable infers a manual run's interval as the last one that ended before its
+    logical date, so the run for day D is triggered just after D + 1 00:00 UTC — not at midnight, which is
+    the logical date of D + 1's scheduled and backfill runs.
     """
     import datetime as dt
 
-    logical = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    logical = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0, 1), tzinfo=dt.UTC)
     run = dag.test(logical_date=logical, run_conf=run_conf)
     if run.data_interval_start.date() != day:
         raise RuntimeError(f"{dag.dag_id}: run covers {run.data_interval_start}, expected {day}")

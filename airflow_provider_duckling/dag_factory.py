@@ -122,12 +122,14 @@ def build_team_dag(duckling: Duckling, table: str, start: dt.date | None, *, max
             common["full_export"] = _option("full_export")
         export = ClickHouseToDucklingS3Operator(
             task_id="export",
+            execution_timeout=dt.timedelta(hours=3),
             clickhouse_settings=_option("clickhouse_settings"),
             skip_schema_validation=_option("skip_schema_validation"),
             **common,
         )
         register = DuckLakeRegisterOperator(
             task_id="register",
+            execution_timeout=dt.timedelta(hours=1),
             export_task_id="export",
             skip_ducklake_registration=_option("skip_ducklake_registration"),
             cleanup_existing_partition_data=_option("cleanup_existing_partition_data"),
@@ -178,21 +180,25 @@ def failed_partitions(ducklings: dict[int, Duckling], days: list[dt.date]) -> li
     the same partition (one automatic later pass per partition: its run id is fixed)."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-    logical_dates = [dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) for day in days]
     retries = []
+    by_date = {dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC): day for day in days}
+
+    def failed(states: dict[str, dict[str, Any]]) -> bool:
+        return any(state in ("failed", "upstream_failed") for tasks in states.values() for state in tasks.values())
+
     for duckling in ducklings.values():
         for table in TABLES:
             dag_id = dag_id_for(table, duckling.team_id)
-            states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, logical_dates=logical_dates)
-            for run_id, task_states in sorted(states.items()):
-                if not run_id.startswith("scheduled__"):
-                    continue
-                if not any(state in ("failed", "upstream_failed") for state in task_states.values()):
-                    continue
-                key = f"{duckling.team_id}_{run_id.removeprefix('scheduled__')[:10]}"
-                log.info("event=later_pass dag=%s partition=%s", dag_id, key)
-                retries.append({"trigger_dag_id": dag_id, "trigger_run_id": f"later_pass__{key}",
-                                "conf": {"partition_key": key}})
+            # Scheduled and backfill runs have midnight logical dates; manual runs (including earlier later
+            # passes) do not, so they are never picked up here.
+            if not failed(RuntimeTaskInstance.get_task_states(dag_id=dag_id, logical_dates=list(by_date))):
+                continue
+            for logical_date, day in by_date.items():
+                if failed(RuntimeTaskInstance.get_task_states(dag_id=dag_id, logical_dates=[logical_date])):
+                    key = f"{duckling.team_id}_{day.isoformat()}"
+                    log.info("event=later_pass dag=%s partition=%s", dag_id, key)
+                    retries.append({"trigger_dag_id": dag_id, "trigger_run_id": f"later_pass__{key}",
+                                    "conf": {"partition_key": key}})
     return retries
 
 

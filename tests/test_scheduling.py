@@ -122,7 +122,7 @@ def _failed_scheduled_run(dag_id: str, day: dt.date) -> str:
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    run_id = f"scheduled__{start.isoformat()}"
+    run_id = f"scheduled__{(start + dt.timedelta(days=1)).isoformat()}"  # Airflow names it by run_after
     with create_session() as session:
         dag = SerializedDagModel.get_dag(dag_id, session=session)
         run = dag.create_dagrun(
