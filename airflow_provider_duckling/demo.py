@@ -1,5 +1,6 @@
-"""The main job on embedded engines: a chdb ClickHouse with sample events → local ducklings, through the
-generated Airflow DAGs. Prints, per team and day, rows in ClickHouse vs rows in the duckling.
+"""The main job on embedded engines: a chdb ClickHouse with sample events and persons → local ducklings,
+through the generated Airflow DAGs (start-date discovery, then each team's events and persons DAGs).
+Prints, per team, table and day, rows in ClickHouse vs rows in the duckling.
 
     python -m airflow_provider_duckling.demo [--home .duckling] [--teams 3] [--days 3]
 """
@@ -46,49 +47,58 @@ def main(argv: list[str] | None = None) -> int:
 
     # Airflow is imported only now that its environment is set.
     from airflow_provider_duckling.catalog import Duckling, write_registry
+    from airflow_provider_duckling.dag_factory import DISCOVERY_DAG_ID, TABLES, dag_id_for
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
     from airflow_provider_duckling.report import lake_day_counts, print_comparison
-    from airflow_provider_duckling.sample_data import clickhouse_day_counts, seed_events
+    from airflow_provider_duckling.sample_data import clickhouse_scope_rows, seed_events, seed_persons
 
     today = dt.datetime.now(dt.UTC).date()
     days = [today - dt.timedelta(days=n) for n in range(args.days, 0, -1)]
     teams = list(range(1, args.teams + 1))
-    print(f"Seeding chdb with sample events: teams {teams}, days {days[0]} … {days[-1]}", flush=True)
+    print(f"Seeding chdb with sample events and persons: teams {teams}, days {days[0]} … {days[-1]}", flush=True)
     clickhouse = ClickHouseHook()
     seed_events(clickhouse, teams, days)
+    seed_persons(clickhouse, teams, days, per_day=5)
+    # New ducklings: no start date given — discovery finds where each team's history starts.
     ducklings = [
         Duckling(
             team_id=t, bucket=f"duckling-team-{t}", bucket_region="us-east-1", db_host="localhost",
             db_name=f"duckling_team_{t}", cross_account_role_arn=f"arn:aws:iam::000000000000:role/duckling-{t}",
-            cross_account_external_id=f"demo-external-id-{t}", start_date=days[0],
+            cross_account_external_id=f"demo-external-id-{t}",
         )
         for t in teams
     ]
     write_registry(ducklings, registry)
 
+    print(f"Running {DISCOVERY_DAG_ID} …", flush=True)
+    if str(load_dags().get_dag(DISCOVERY_DAG_ID).test().state) != "success":
+        print("start-date discovery failed", file=sys.stderr)
+        return 1
     bag = load_dags()
     if bag.import_errors:
         print(f"DAG import errors: {bag.import_errors}", file=sys.stderr)
         return 1
     for duckling in ducklings:
-        dag = bag.get_dag(f"duckling_events_backfill_team_{duckling.team_id}")
-        for day in days:
-            print(f"Running {dag.dag_id} for {day} …", flush=True)
-            run = run_day(dag, day)
-            if str(run.state) != "success":
-                print(f"{dag.dag_id} {day}: run ended {run.state}", file=sys.stderr)
-                return 1
+        for table in TABLES:
+            dag = bag.get_dag(dag_id_for(table, duckling.team_id))
+            print(f"Running {dag.dag_id} (from {dag.start_date.date()}) for {days[0]} … {days[-1]}", flush=True)
+            for day in days:
+                run = run_day(dag, day)
+                if str(run.state) != "success":
+                    print(f"{dag.dag_id} {day}: run ended {run.state}", file=sys.stderr)
+                    return 1
 
     ok = True
     rows = []
     for duckling in ducklings:
-        in_clickhouse = clickhouse_day_counts(clickhouse, duckling.team_id)
-        in_lake = lake_day_counts(duckling, "events")
-        for day in days:
-            rows.append((duckling.team_id, day, in_clickhouse.get(day, 0), in_lake.get(day, 0)))
-            ok &= in_clickhouse.get(day, 0) == in_lake.get(day, 0)
+        for table in TABLES:
+            in_lake = lake_day_counts(duckling, table)
+            for day in days:
+                expected = clickhouse_scope_rows(clickhouse, table, duckling.team_id, day)
+                rows.append((duckling.team_id, table, day, expected, in_lake.get(day, 0)))
+                ok &= expected == in_lake.get(day, 0)
     print_comparison(rows)
-    print(f"\nLakes: {home / 'lakes'} (catalogs: <db_name>.ducklake, data: <bucket>/backfill/events/…)")
+    print(f"\nLakes: {home / 'lakes'} (catalogs: <db_name>.ducklake, data: <bucket>/backfill/<table>/…)")
     return 0 if ok else 1
 
 

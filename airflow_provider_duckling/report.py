@@ -25,9 +25,9 @@ def lake_day_counts(duckling: Duckling, table_name: str, ducklake_conn_id: str |
     return {d: int(n) for d, n in rows}
 
 
-def print_comparison(rows: list[tuple[int, dt.date, int, int]]) -> None:
-    """Print team | day | ClickHouse rows | duckling rows | status."""
-    print(f"\n{'team':>6}  {'day':<10}  {'clickhouse':>10}  {'duckling':>10}  status")
-    for team_id, day, expected, actual in rows:
+def print_comparison(rows: list[tuple[int, str, dt.date, int, int]]) -> None:
+    """Print team | table | day | ClickHouse rows | duckling rows | status."""
+    print(f"\n{'team':>6}  {'table':<8}  {'day':<10}  {'clickhouse':>10}  {'duckling':>10}  status")
+    for team_id, table, day, expected, actual in rows:
         status = "ok" if expected == actual else "DIFFERS"
-        print(f"{team_id:>6}  {day.isoformat():<10}  {expected:>10}  {actual:>10}  {status}")
+        print(f"{team_id:>6}  {table:<8}  {day.isoformat():<10}  {expected:>10}  {actual:>10}  {status}")

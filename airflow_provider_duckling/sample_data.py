@@ -135,3 +135,11 @@ def seed_persons(hook: ClickHouseHook, team_ids: list[int], days: list[dt.date],
                 insert_person(hook, team_id, person, 1, at, properties=f'{{"email": "p{n}@example.com"}}')
                 for suffix in ("a", "b"):
                     insert_distinct_id(hook, team_id, f"{person[:8]}-{suffix}", person, 1, at)
+
+
+def clickhouse_scope_rows(hook: ClickHouseHook, table_name: str, team_id: int, day: dt.date) -> int:
+    """How many rows the export of one team-day writes (the count of the export SELECT itself)."""
+    from airflow_provider_duckling.tables import export_select, get_table
+
+    select = export_select(get_table(table_name), hook.database, daily=True)
+    return int(hook.query_rows(f"SELECT count() FROM ({select})", {"team_id": team_id, "day": day.isoformat()})[0][0])

@@ -27,11 +27,12 @@ def test_demo_runs_from_a_fresh_clone(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.strip().endswith((" ok", "DIFFERS"))]
-    assert len(lines) == 9 and all(line.endswith(" ok") for line in lines), result.stdout
+    assert len(lines) == 18 and all(line.endswith(" ok") for line in lines), result.stdout
     for line in lines:
-        _, _, in_clickhouse, in_lake, _ = line.split()
+        _, table, _, in_clickhouse, in_lake, _ = line.split()
+        assert table in ("events", "persons")
         assert int(in_clickhouse) == int(in_lake) > 0
     assert "duckling_events_backfill_team_3" in result.stdout
     assert (tmp_path / "home" / "lakes" / "duckling_team_1.ducklake").exists()
     data = list((tmp_path / "home" / "lakes" / "duckling-team-1").rglob("*.parquet"))
-    assert len(data) == 3
+    assert len(data) == 6  # 3 days × (events, persons)

@@ -8,6 +8,7 @@ Values are always bound as server-side query parameters (``{name:Type}`` placeho
 
 from __future__ import annotations
 
+import atexit
 import threading
 from typing import Any
 
@@ -33,6 +34,18 @@ def _chdb_session(path: str) -> Any:
                 )
             _chdb_sessions[path] = chdb_session.Session(path)
         return _chdb_sessions[path]
+
+
+@atexit.register
+def _close_chdb_sessions() -> None:
+    """Close embedded sessions before the interpreter tears chdb down (avoids noise at exit)."""
+    with _chdb_lock:
+        for session in _chdb_sessions.values():
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001 - best effort at exit
+                pass
+        _chdb_sessions.clear()
 
 
 class ClickHouseError(Exception):
