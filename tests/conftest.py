@@ -66,3 +66,17 @@ def stack(airflow_db: None) -> Iterator[object]:
         clickhouse.stop()
         moto.stop()
         postgres.stop("immediate")
+
+
+# ---------------------------------------------------------------- secrets scan
+# Every test's captured output (stdout, stderr, log records) and failure text is kept here; the last test
+# (tests/test_zz_secrets.py) scans it, and every log file the suite's Airflow components wrote, for the
+# recognisable test secrets.
+CAPTURED_OUTPUT: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for _, content in report.sections:
+        CAPTURED_OUTPUT.append(content)
+    if report.longrepr:
+        CAPTURED_OUTPUT.append(str(report.longrepr))

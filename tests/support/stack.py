@@ -35,6 +35,7 @@ class Stack:
     clickhouse_port: int
     counts: dict[tuple[int, dt.date], int] = field(default_factory=dict)
     ducklings: dict[int, Duckling] = field(default_factory=dict)
+    all_ducklings: list[Duckling] = field(default_factory=list)
 
     def connection_env(self) -> dict[str, str]:
         return dict([
@@ -75,6 +76,7 @@ class Stack:
             cross_account_external_id=f"ext-id-{name}-Secret", start_date=start_date,
         )
         self.ducklings[team_id] = duckling
+        self.all_ducklings.append(duckling)
         write_registry(self.ducklings, self.registry)
         return duckling
 
