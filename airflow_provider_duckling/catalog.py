@@ -174,6 +174,17 @@ def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
         duckling = Duckling.from_dict(raw, where=f"{source}: ducklings[{index}]")
         if duckling.team_id in entries:
             raise RegistryError(f"{source}: ducklings[{index}]: team {duckling.team_id} is listed twice")
+        for other in entries.values():
+            if other.bucket == duckling.bucket:
+                raise RegistryError(
+                    f"{source}: ducklings[{index}] (team {duckling.team_id}): bucket {duckling.bucket} is already "
+                    f"team {other.team_id}'s; every duckling needs its own bucket"
+                )
+            if (other.db_host, other.db_port, other.db_name) == (duckling.db_host, duckling.db_port, duckling.db_name):
+                raise RegistryError(
+                    f"{source}: ducklings[{index}] (team {duckling.team_id}): catalog {duckling.db_name} on "
+                    f"{duckling.db_host} is already team {other.team_id}'s; every duckling needs its own catalog"
+                )
         entries[duckling.team_id] = duckling
     return entries
 

@@ -9,7 +9,7 @@ import pytest
 
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.report import lake_day_counts
-from tests.support.runs import catalog_tables, run, snapshot_id, team_dag
+from tests.support.runs import catalog_tables, logged_text, run, snapshot_id, team_dag
 from tests.support.stack import DAYS
 
 
@@ -19,11 +19,7 @@ def duckling(stack, request):
     return stack.new_duckling(1, tag)
 
 
-def _failure_text(caplog, capfd) -> str:
-    """Everything the runs logged so far: stdlib records and what Airflow's task logger printed."""
-    out, err = capfd.readouterr()
-    records = "\n".join(r.getMessage() + (str(r.exc_info[1]) if r.exc_info else "") for r in caplog.records)
-    return "\n".join((records, out, err))
+_failure_text = logged_text
 
 
 def test_params_appear_in_the_trigger_form_with_descriptions(stack, duckling):

@@ -38,6 +38,8 @@ from airflow_provider_duckling.retry import retry_conflicts
 from airflow_provider_duckling.storage import DucklingStorage
 
 LAKE_ALIAS = "lake"
+#: Key of the owner mark a duckling's catalog gets on first use (in DuckLake's own metadata table).
+OWNER_KEY = "airflow_provider_duckling.team_id"
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _EXTENSIONS = (
     ("ducklake", "duckdb_extension_ducklake"),
@@ -169,7 +171,13 @@ class DuckLakeHook(BaseHook):
                     on_error=lambda: con.execute(f"DETACH DATABASE IF EXISTS {LAKE_ALIAS}"),
                     extra_markers=("already exists",),
                 )
+                self._verify_ownership(con, duckling, storage, claim=not read_only)
             except duckdb.Error as exc:
+                if "does not match existing data path" in str(exc):
+                    raise ConfigurationError(
+                        f"catalog {duckling.db_name} on {duckling.db_host} keeps its data elsewhere, not in team "
+                        f"{duckling.team_id}'s {storage.data_path}: it belongs to another duckling; refusing to touch it"
+                    ) from None
                 raise LakeUnavailableError(
                     scrub(f"cannot attach the duckling catalog of team {duckling.team_id}: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}")
@@ -177,6 +185,27 @@ class DuckLakeHook(BaseHook):
             yield con
         finally:
             con.close()
+
+    @staticmethod
+    def _verify_ownership(con: duckdb.DuckDBPyConnection, duckling: Duckling, storage: DucklingStorage, claim: bool) -> None:
+        """Refuse a catalog that belongs to another duckling: its stored data path must be this duckling's,
+        and its owner mark (written on first use) this team's."""
+        metadata = f"__ducklake_metadata_{LAKE_ALIAS}"
+        rows = dict(con.execute(
+            f'SELECT key, value FROM "{metadata}".ducklake_metadata WHERE scope IS NULL AND key IN (?, ?)',
+            ["data_path", OWNER_KEY],
+        ).fetchall())
+        where = f"catalog {duckling.db_name} on {duckling.db_host}"
+        if rows.get("data_path") and rows["data_path"].rstrip("/") != storage.data_path.rstrip("/"):
+            raise ConfigurationError(
+                f"{where} keeps its data in {rows['data_path']}, not in team {duckling.team_id}'s "
+                f"{storage.data_path}: it belongs to another duckling; refusing to touch it"
+            )
+        owner = rows.get(OWNER_KEY)
+        if owner is not None and owner != str(duckling.team_id):
+            raise ConfigurationError(f"{where} belongs to team {owner}, not to team {duckling.team_id}; refusing to touch it")
+        if owner is None and claim:
+            con.execute(f'INSERT INTO "{metadata}".ducklake_metadata VALUES (?, ?, NULL, NULL)', [OWNER_KEY, str(duckling.team_id)])
 
     @staticmethod
     def _create_s3_secret(con: duckdb.DuckDBPyConnection, storage: DucklingStorage) -> None:

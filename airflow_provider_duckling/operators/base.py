@@ -3,6 +3,7 @@ is reached."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ from airflow_provider_duckling.partitions import Scope
 from airflow_provider_duckling.redaction import scrub
 from airflow_provider_duckling.storage import DucklingStorage
 from airflow_provider_duckling.tables import TableSpec, get_table
+
+# The stdlib logger reaches the task log (Airflow routes it there) and Python's own logging alike.
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,11 +86,12 @@ class DucklingPartitionOperator(BaseOperator):
         try:
             return self.run(context)
         except TransientError as exc:
+            log.error("event=task_failed retryable=true reason=%s: %s", type(exc).__name__, scrub(str(exc)))
             raise TransientError(scrub(str(exc))) from None
         except DucklingError as exc:
             from airflow.sdk.exceptions import AirflowFailException
 
-            self.log.error("event=task_failed reason=%s: %s", type(exc).__name__, scrub(str(exc)))
+            log.error("event=task_failed retryable=false reason=%s: %s", type(exc).__name__, scrub(str(exc)))
             raise AirflowFailException(f"{type(exc).__name__}: {scrub(str(exc))}") from None
 
     def run(self, context: Context) -> Any:  # pragma: no cover - overridden

@@ -37,3 +37,10 @@ def catalog_tables(stack, duckling) -> int:
             return cur.fetchone()[0]
     finally:
         conn.close()
+
+
+def logged_text(caplog, capfd) -> str:
+    """Everything the runs logged so far: stdlib records and what Airflow's task logger printed."""
+    out, err = capfd.readouterr()
+    records = "\n".join(r.getMessage() + (str(r.exc_info[1]) if r.exc_info else "") for r in caplog.records)
+    return "\n".join((records, out, err))
