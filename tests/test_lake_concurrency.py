@@ -6,6 +6,7 @@ the PostgreSQL catalog for real.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 from airflow_provider_duckling.export import export_partition
@@ -61,12 +62,17 @@ def test_readers_never_see_an_empty_or_doubled_day_during_swaps(stack):
     assert set(seen) == {expected}, f"readers saw {sorted(set(seen))}, expected only {expected}"
 
 
-def test_two_days_of_one_team_register_at_once(stack):
-    duckling = stack.new_duckling(2, "parallel")
-    days = DAYS[:2]
+def test_eight_days_of_one_team_commit_at_once_while_the_table_is_created(stack):
+    """8 registrations race on a brand-new catalog: one creates the table, all conflict on commit and
+    retry with backoff; every day ends exact."""
+    from tests.support.stack import TEAMS
+
+    team = TEAMS[1]
+    duckling = stack.new_duckling(team, "parallel")
+    days = list(DAYS) + [DAYS[0] - dt.timedelta(days=n) for n in (1, 2, 3)]
     hook = DuckLakeHook()
     storage = hook.storage(duckling)
-    exports = {d: export_partition(ClickHouseHook(), storage, EVENTS, Partition(2, d), "p1") for d in days}
+    exports = {d: export_partition(ClickHouseHook(), storage, EVENTS, Partition(team, d), "p1") for d in days}
     barrier = threading.Barrier(len(days))
     results, errors = {}, []
 
@@ -75,7 +81,7 @@ def test_two_days_of_one_team_register_at_once(stack):
             with hook.attach(duckling, storage) as con:
                 barrier.wait(timeout=60)
                 e = exports[day]
-                results[day] = register_files(con, EVENTS, Partition(2, day), e.files, e.rows, storage.data_path)
+                results[day] = register_files(con, EVENTS, Partition(team, day), e.files, e.rows, storage.data_path)
         except BaseException as exc:
             errors.append(exc)
 
@@ -85,10 +91,12 @@ def test_two_days_of_one_team_register_at_once(stack):
     for t in threads:
         t.join()
     assert not errors, errors
+    assert len(results) == 8
     with hook.attach(duckling, storage) as con:
         for day in days:
-            assert count_rows(con, EVENTS, Partition(2, day)) == stack.counts[(2, day)]
-        assert con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'events', schema => 'posthog')").fetchone() == (2,)
+            assert count_rows(con, EVENTS, Partition(team, day)) == stack.counts.get((team, day), 0)
+        files = con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'events', schema => 'posthog')").fetchone()
+    assert files == (8,)
 
 
 def _create_table(duckling, storage, barrier, errors):

@@ -9,12 +9,13 @@ Values are always bound as server-side query parameters (``{name:Type}`` placeho
 from __future__ import annotations
 
 import atexit
+import re
 import threading
 from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.errors import ConfigurationError, TransientError
 from airflow_provider_duckling.redaction import register_secret, scrub
 
 _chdb_lock = threading.Lock()
@@ -48,8 +49,28 @@ def _close_chdb_sessions() -> None:
         _chdb_sessions.clear()
 
 
-class ClickHouseError(Exception):
-    """ClickHouse refused or failed a statement (message scrubbed of secrets)."""
+class ClickHouseError(TransientError):
+    """ClickHouse failed a statement for a reason a retry may cure (timeout, memory, network, server
+    restart); the message is scrubbed of secrets."""
+
+
+class ClickHouseQueryError(ConfigurationError):
+    """ClickHouse refused the statement itself (unknown setting, bad value, limit hit, access denied):
+    the same statement fails the same way, so it is not retried."""
+
+
+# ClickHouse error codes that a retry cannot change.
+_PERMANENT_CODES = {
+    6, 27, 36, 43, 47, 53, 60, 62, 70, 72, 81, 115, 158, 164, 192, 194, 195, 396, 497, 516,
+}
+_CODE = re.compile(r"Code:\s*(\d+)")
+
+
+def _classified(message: str) -> ClickHouseError | ClickHouseQueryError:
+    match = _CODE.search(message)
+    if match and int(match.group(1)) in _PERMANENT_CODES:
+        return ClickHouseQueryError(message)
+    return ClickHouseError(message)
 
 
 class ClickHouseHook(BaseHook):
@@ -148,7 +169,7 @@ class ClickHouseHook(BaseHook):
             else:
                 self._client.command(sql, parameters=_as_strings(parameters))
         except Exception as exc:
-            raise ClickHouseError(scrub(_first_lines(exc))) from None
+            raise _classified(scrub(_first_lines(exc))) from None
 
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query and return its rows as tuples."""
@@ -160,7 +181,7 @@ class ClickHouseHook(BaseHook):
                 return list(zip(*columns, strict=True)) if columns else []
             return [tuple(r) for r in self._client.query(sql, parameters=_as_strings(parameters)).result_rows]
         except Exception as exc:
-            raise ClickHouseError(scrub(_first_lines(exc))) from None
+            raise _classified(scrub(_first_lines(exc))) from None
 
     def test_connection(self) -> tuple[bool, str]:
         """Used by the UI's "Test" button: really runs ``SELECT version()``."""

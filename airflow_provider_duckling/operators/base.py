@@ -88,11 +88,15 @@ class DucklingPartitionOperator(BaseOperator):
         except TransientError as exc:
             log.error("event=task_failed retryable=true reason=%s: %s", type(exc).__name__, scrub(str(exc)))
             raise TransientError(scrub(str(exc))) from None
-        except DucklingError as exc:
+        except (DucklingError, ValueError, TypeError) as exc:
             from airflow.sdk.exceptions import AirflowFailException
 
             log.error("event=task_failed retryable=false reason=%s: %s", type(exc).__name__, scrub(str(exc)))
             raise AirflowFailException(f"{type(exc).__name__}: {scrub(str(exc))}") from None
+        except Exception as exc:  # anything unexpected: one scrubbed line, then Airflow's retries
+            message = f"{type(exc).__name__}: {scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}"
+            log.error("event=task_failed retryable=true reason=%s", message)
+            raise TransientError(message) from None
 
     def run(self, context: Context) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
