@@ -1,0 +1,105 @@
+"""A TCP proxy on loopback that can cut a real connection mid-stream: the way the suite takes S3 or
+PostgreSQL "down" at the worst moment without mocking either."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+
+class FaultyProxy:
+    """Forwards 127.0.0.1:<port> to 127.0.0.1:<target_port>.
+
+    ``arm(after_bytes, down_for)`` cuts every connection once ``after_bytes`` more bytes went upstream,
+    then refuses connections for ``down_for`` seconds.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._down_until = 0.0
+        self._budget: int | None = None
+        self._down_for = 0.0
+        self.upstream_bytes = 0
+        self.cuts = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def arm(self, after_bytes: int, down_for: float) -> None:
+        with self._lock:
+            self._budget = self.upstream_bytes + after_bytes
+            self._down_for = down_for
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._budget = None
+
+    def _cut(self) -> None:
+        with self._lock:
+            self._budget = None
+            self._down_until = time.monotonic() + self._down_for
+            self.cuts += 1
+            victims = list(self._sockets)
+        for sock in victims:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self._down_until:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, counts: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if counts:
+                    with self._lock:
+                        self.upstream_bytes += len(data)
+                        trip = self._budget is not None and self.upstream_bytes >= self._budget
+                    if trip:
+                        self._cut()
+                        return
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            with self._lock:
+                self._sockets.discard(source)
+                self._sockets.discard(sink)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
