@@ -139,18 +139,26 @@ def build_team_dag(duckling: Duckling, table: str, start: dt.date | None, *, max
     return dag
 
 
-def build_discovery_dag(inputs: DagInputs) -> DAG:
-    """Every 15 minutes: discover the start dates of teams that have none yet, and remember them."""
-    with DAG(
-        dag_id=DISCOVERY_DAG_ID,
-        description="Finds where each new duckling's history starts in ClickHouse (events and persons)",
-        schedule=CronTriggerTimetable("*/15 * * * *", timezone="UTC"),
+def housekeeping_dag(dag_id: str, cron: str, description: str, retries: int = 2) -> DAG:
+    """A provider-wide DAG on a cron, latest run only, one at a time, on from the start."""
+    return DAG(
+        dag_id=dag_id,
+        description=description,
+        schedule=CronTriggerTimetable(cron, timezone="UTC"),
         start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=False,
-        default_args={"owner": "duckling", "retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+        default_args={"owner": "duckling", "retries": retries, "retry_delay": dt.timedelta(minutes=1)},
         tags=["duckling", "housekeeping"],
+    )
+
+
+def build_discovery_dag() -> DAG:
+    """Every 15 minutes: discover the start dates of teams that have none yet, and remember them."""
+    with housekeeping_dag(
+        DISCOVERY_DAG_ID, "*/15 * * * *",
+        "Finds where each new duckling's history starts in ClickHouse (events and persons)",
     ) as dag:
 
         @task(task_id="discover")
@@ -202,19 +210,13 @@ def failed_partitions(ducklings: dict[int, Duckling], days: list[dt.date]) -> li
     return retries
 
 
-def build_retry_dag(inputs: DagInputs) -> DAG:
+def build_retry_dag() -> DAG:
     """Hourly: the later pass — one new run for each partition whose scheduled run failed after its retries."""
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-    with DAG(
-        dag_id=RETRY_DAG_ID,
-        description="Re-runs partitions whose scheduled run failed after its task retries (once each)",
-        schedule=CronTriggerTimetable("30 * * * *", timezone="UTC"),
-        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=False,
-        tags=["duckling", "housekeeping"],
+    with housekeeping_dag(
+        RETRY_DAG_ID, "30 * * * *",
+        "Re-runs partitions whose scheduled run failed after its task retries (once each)",
     ) as dag:
 
         @task(task_id="find_failed_partitions")
@@ -229,14 +231,10 @@ def build_retry_dag(inputs: DagInputs) -> DAG:
 
 def build_health_dag(problems: list[str]) -> DAG:
     """Hourly: fails with the reason while the registry or remembered start dates cannot be read."""
-    with DAG(
-        dag_id=HEALTH_DAG_ID,
-        description="Fails while the duckling registry cannot be read (the team DAGs keep their last good state)",
-        schedule=CronTriggerTimetable("0 * * * *", timezone="UTC"),
-        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        is_paused_upon_creation=False,
-        tags=["duckling", "housekeeping"],
+    with housekeeping_dag(
+        HEALTH_DAG_ID, "0 * * * *",
+        "Fails while the duckling registry cannot be read (the team DAGs keep their last good state)",
+        retries=0,  # its failure is the report
     ) as dag:
 
         @task(task_id="check_registry")
@@ -263,8 +261,8 @@ def build_dags(registry_path: str | Path | None = None) -> dict[str, DAG]:
     inputs = load_dag_inputs(Path(registry_path) if registry_path else None)
     dags: dict[str, DAG] = {}
     housekeeping = {
-        DISCOVERY_DAG_ID: lambda: build_discovery_dag(inputs),
-        RETRY_DAG_ID: lambda: build_retry_dag(inputs),
+        DISCOVERY_DAG_ID: build_discovery_dag,
+        RETRY_DAG_ID: build_retry_dag,
         HEALTH_DAG_ID: lambda: build_health_dag(inputs.problems),
     }
     for name, builder in housekeeping.items():

@@ -96,7 +96,7 @@ def test_eight_days_of_one_team_commit_at_once_while_the_table_is_created(stack)
         for day in days:
             assert count_rows(con, EVENTS, Partition(team, day)) == stack.counts.get((team, day), 0)
         files = con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'events', schema => 'posthog')").fetchone()
-    assert files == (8,)
+    assert files == (len(DAYS),)  # one file per day with rows (DuckLake keeps no empty data file)
 
 
 def _create_table(duckling, storage, barrier, errors):
