@@ -56,8 +56,7 @@ class DucklingStorage:
             return "file({dest_path:String}, 'Parquet')", {"dest_path": str(self.local_dir / key)}
         params: dict[str, Any] = {"dest_url": self.http_url(key)}
         if self.credentials is None:
-            # ClickHouse's own identity (e.g. its EC2 role allowed by the bucket policy).
-            return "s3({dest_url:String}, 'Parquet')", params
+            raise ValueError(f"no credentials for s3://{self.bucket}: assume the duckling's role first")
         params.update(dest_key_id=self.credentials.key_id, dest_secret=self.credentials.secret)
         if self.credentials.session_token:
             params["dest_token"] = self.credentials.session_token
