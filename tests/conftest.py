@@ -57,7 +57,7 @@ def stack(airflow_db: None) -> Iterator[object]:
     postgres = start_postgres(SESSION_DIR / "pg", CATALOG_USER, CATALOG_PASSWORD)
     moto = start_moto(SESSION_DIR / "moto")
     clickhouse = start_chdb_http_server(SESSION_DIR / "chdb", password=CLICKHOUSE_PASSWORD)
-    stack = Stack(SESSION_DIR, REGISTRY, postgres, moto, clickhouse.port)
+    stack = Stack(SESSION_DIR, REGISTRY, postgres, moto, clickhouse.port, clickhouse.process.pid)
     os.environ.update(stack.connection_env())
     try:
         stack.counts = seed_events(ClickHouseHook(), [*TEAMS, OTHER_TEAM], DAYS)

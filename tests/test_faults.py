@@ -140,3 +140,25 @@ def test_worker_sigkilled_then_rerun_converges(stack, moment):
     # The next run (a new attempt writes a new file) converges on the exact rows.
     assert run(3, day).state == "success"
     _exact(duckling, day)
+
+
+def test_clickhouse_hanging_times_out_and_the_retry_converges(stack, monkeypatch, caplog, capfd):
+    """ClickHouse stops answering (SIGSTOP) for 10 s; with a 2 s client timeout the export attempts fail with
+    one retryable line each, and a later attempt, once ClickHouse is back, lands exactly."""
+    import threading
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_CLICKHOUSE_DEFAULT"])
+    conn["extra"] = {"send_receive_timeout": 2}
+    monkeypatch.setenv("AIRFLOW_CONN_CLICKHOUSE_DEFAULT", json.dumps(conn))
+    duckling = stack.new_duckling(1, "fault-ch")
+    os.kill(stack.clickhouse_pid, signal.SIGSTOP)
+    resume = threading.Timer(10.0, os.kill, args=(stack.clickhouse_pid, signal.SIGCONT))
+    resume.start()
+    try:
+        assert run(1, DAYS[3]).state == "success"
+    finally:
+        resume.cancel()
+        os.kill(stack.clickhouse_pid, signal.SIGCONT)
+    failures = [line for line in logged_text(caplog, capfd).splitlines() if "event=task_failed" in line]
+    assert failures and all("retryable=true reason=ClickHouseError" in line for line in failures)
+    _exact(duckling, DAYS[3])

@@ -33,6 +33,7 @@ class Stack:
     postgres: PostgresServer
     moto: MotoServer
     clickhouse_port: int
+    clickhouse_pid: int = 0
     counts: dict[tuple[int, dt.date], int] = field(default_factory=dict)
     ducklings: dict[int, Duckling] = field(default_factory=dict)
     all_ducklings: list[Duckling] = field(default_factory=list)
