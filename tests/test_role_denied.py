@@ -1,0 +1,65 @@
+"""A role that cannot be assumed: STS (moto with IAM enforcement on) answers AccessDenied; the task fails
+at once with one clear line naming the role, never the external id, and nothing is written."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+from tests.conftest import SESSION_DIR
+from tests.support.runs import logged_text, run
+from tests.support.services import free_port, wait_for_port
+from tests.support.stack import DAYS
+
+
+@pytest.fixture
+def strict_sts():
+    """A second moto whose IAM is enforced: user ``airflow`` may assume only ``role/allowed``."""
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                               cwd=SESSION_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=process)
+        url = f"http://127.0.0.1:{port}"
+        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
+                           aws_secret_access_key="setup")
+        iam.create_user(UserName="airflow")
+        key = iam.create_access_key(UserName="airflow")["AccessKey"]
+        iam.put_user_policy(UserName="airflow", PolicyName="assume-allowed-only", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                           "Resource": "arn:aws:iam::123456789012:role/allowed"}],
+        }))
+        yield url, key
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_role_that_cannot_be_assumed_fails_clearly_and_writes_nothing(stack, strict_sts, monkeypatch, caplog, capfd):
+    url, key = strict_sts
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_STRICT", json.dumps({
+        "conn_type": "aws", "login": key["AccessKeyId"], "password": key["SecretAccessKey"],
+        "extra": {"endpoint_url": url, "region_name": "us-east-1"},
+    }))
+    lake_conn = json.loads(os.environ["AIRFLOW_CONN_DUCKLAKE_DEFAULT"])
+    lake_conn["extra"]["aws_conn_id"] = "aws_strict"
+    monkeypatch.setenv("AIRFLOW_CONN_DUCKLAKE_STRICT", json.dumps(lake_conn))
+    duckling = dataclasses.replace(stack.new_duckling(1, "denied"), catalog_conn_id="ducklake_strict",
+                                   cross_account_role_arn="arn:aws:iam::123456789012:role/not-allowed")
+    stack.use(duckling)
+
+    assert run(1, DAYS[0]).state == "failed"
+    text = logged_text(caplog, capfd)
+    lines = [line for line in text.splitlines() if "event=task_failed" in line]
+    assert lines and "retryable=false" in lines[0]
+    assert "cannot assume role arn:aws:iam::123456789012:role/not-allowed for team 1: AccessDenied" in lines[0]
+    assert duckling.cross_account_external_id not in text
+    assert stack.keys(duckling.bucket) == []
