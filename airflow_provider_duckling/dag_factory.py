@@ -35,7 +35,12 @@ log = logging.getLogger(__name__)
 TABLES = ("events", "persons")
 DISCOVERY_DAG_ID = "duckling_discover_start_dates"
 HEALTH_DAG_ID = "duckling_registry_health"
-DAY_TEMPLATE = "{{ data_interval_start.strftime('%Y-%m-%d') }}"
+# The run's day. A run triggered without a logical date (Airflow 3's default for UI/CLI triggers) has no
+# data interval: it then means the last day that ended before it was triggered.
+DAY_TEMPLATE = (
+    "{{ data_interval_start.strftime('%Y-%m-%d') if data_interval_start is defined and data_interval_start "
+    "else (dag_run.run_after - macros.timedelta(days=1)).strftime('%Y-%m-%d') }}"
+)
 RETRY_DAG_ID = "duckling_retry_failed_partitions"
 
 
