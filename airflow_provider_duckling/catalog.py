@@ -212,7 +212,7 @@ def get_duckling(team_id: object, path: str | Path | None = None) -> Duckling:
 
 
 def write_registry(ducklings: dict[int, Duckling] | list[Duckling], path: str | Path) -> None:
-    """Write a registry file atomically (used by the demo and tests; issue #3 adds a CLI)."""
+    """Write a registry file atomically (the demo and tests use it; so will a `duckling catalog add` CLI)."""
     items = ducklings.values() if isinstance(ducklings, dict) else ducklings
     doc = {"ducklings": [d.to_dict() for d in sorted(items, key=lambda d: d.team_id)]}
     path = Path(path)
