@@ -29,13 +29,16 @@ class S3Credentials:
     expiration: dt.datetime | None = None
 
 
-def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds: int = 3600) -> S3Credentials:
+def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds: int | None = None) -> S3Credentials:
     """Assume ``duckling.cross_account_role_arn`` with its external id.
 
     :param aws_conn_id: Airflow AWS connection giving the base identity (and endpoint_url for MinIO/moto).
     :param duckling: the registry entry whose role to assume.
-    :param duration_seconds: session length; long exports should stay below it.
+    :param duration_seconds: session length; defaults to ``[duckling] role_session_seconds``.
     """
+    from airflow_provider_duckling.settings import role_session_seconds
+
+    duration_seconds = duration_seconds or role_session_seconds()
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     register_secret(duckling.cross_account_external_id)

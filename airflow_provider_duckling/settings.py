@@ -96,3 +96,12 @@ def retry_delay() -> dt.timedelta:
 def retry_lookback_days() -> int:
     """``[duckling] retry_lookback_days``: how far back the hourly later pass looks for failed days (default 7)."""
     return _int("retry_lookback_days", 7, 1, 366)
+
+
+def role_session_seconds() -> int:
+    """``[duckling] role_session_seconds``: how long an assumed duckling role's credentials last (default 3600).
+
+    Keep it above the longest export (the export task's execution timeout); the role's MaxSessionDuration
+    must allow it (up to 12 hours).
+    """
+    return _int("role_session_seconds", 3600, 900, 43200)

@@ -21,7 +21,8 @@ def _recorded_requests(moto) -> list[dict]:
     return entries
 
 
-def test_role_is_assumed_with_external_id_and_s3_secret_uses_session_credentials(stack):
+def test_role_is_assumed_with_external_id_and_s3_secret_uses_session_credentials(stack, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__DUCKLING__ROLE_SESSION_SECONDS", "7200")
     duckling = stack.new_duckling(5, "xacct")
     stack.moto.post("/moto-api/recorder/reset-recording")
     stack.moto.post("/moto-api/recorder/start-recording")
@@ -36,6 +37,7 @@ def test_role_is_assumed_with_external_id_and_s3_secret_uses_session_credentials
     assert calls[0]["RoleArn"] == [duckling.cross_account_role_arn]
     assert calls[0]["ExternalId"] == [duckling.cross_account_external_id]
     assert calls[0]["RoleSessionName"] == ["duckling-team-5"]
+    assert calls[0]["DurationSeconds"] == ["7200"]  # [duckling] role_session_seconds
 
     creds = storage.credentials
     assert creds.key_id != BASE_AWS_KEY_ID and creds.session_token
