@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from airflow_provider_duckling import settings
 from airflow_provider_duckling.errors import RegistryError, UnknownDucklingError
 from airflow_provider_duckling.partitions import EPOCH, validate_team_id
 
@@ -156,13 +157,6 @@ def _date(value: Any, message: str) -> dt.date:
     return value
 
 
-def default_registry_path() -> Path:
-    """Where the registry is read from (``[duckling] registry_path``)."""
-    from airflow_provider_duckling.settings import registry_path
-
-    return registry_path()
-
-
 def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
     """Validate a parsed registry document; team ids must be unique."""
     if data is None:
@@ -191,7 +185,7 @@ def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
 
 def load_registry(path: str | Path | None = None) -> dict[int, Duckling]:
     """Read and validate the registry file. A missing file is an empty registry; a broken one raises."""
-    path = Path(path) if path else default_registry_path()
+    path = Path(path) if path else settings.registry_path()
     if not path.exists():
         return {}
     try:

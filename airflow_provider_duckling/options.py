@@ -7,7 +7,6 @@ outside the generated DAGs with plain string templating.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_duckling.errors import ConfigurationError, PartitionError
@@ -40,35 +39,20 @@ def as_bool(name: str, value: Any) -> bool:
     raise ConfigurationError(f"{name} must be true or false, got {value!r}")
 
 
-@dataclass(frozen=True)
-class BackfillOptions:
-    """The seven options, validated."""
+def parse_clickhouse_settings(value: Any) -> dict[str, Any]:
+    """The ``clickhouse_settings`` option as a mapping (a JSON string is accepted, empty means none)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        import json
 
-    clickhouse_settings: dict[str, Any] = field(default_factory=dict)
-    skip_ducklake_registration: bool = False
-    skip_schema_validation: bool = False
-    cleanup_existing_partition_data: bool = True
-    create_tables_if_missing: bool = True
-    delete_tables: bool = False
-    dry_run: bool = False
-
-    @classmethod
-    def from_values(cls, **values: Any) -> BackfillOptions:
-        settings = values.pop("clickhouse_settings", None) or {}
-        if isinstance(settings, str):
-            import json
-
-            try:
-                settings = json.loads(settings) if settings.strip() else {}
-            except ValueError:
-                raise ConfigurationError("clickhouse_settings must be a JSON object of setting → value") from None
-        if not isinstance(settings, dict):
-            raise ConfigurationError("clickhouse_settings must be a mapping of setting → value")
-        unknown = set(values) - set(OPTION_DOCS)
-        if unknown:
-            raise ConfigurationError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        flags = {name: as_bool(name, value) for name, value in values.items() if value is not None}
-        return cls(clickhouse_settings=settings, **flags)
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ConfigurationError("clickhouse_settings must be a JSON object of setting → value") from None
+    if not isinstance(value, dict):
+        raise ConfigurationError("clickhouse_settings must be a mapping of setting → value")
+    return value
 
 
 def resolve_scope(team_id: Any, day: Any, partition_key: str | None = None, full_export: Any = False) -> Scope:

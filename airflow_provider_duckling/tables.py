@@ -32,7 +32,6 @@ class TableSpec:
     columns: tuple[Column, ...]
     day_column: str
     """Lake column whose UTC day assigns a row to a daily partition."""
-    source_tables: tuple[str, ...]
 
     @property
     def lake_columns(self) -> dict[str, str]:
@@ -61,7 +60,6 @@ _GROUPS = range(5)
 EVENTS = TableSpec(
     name="events",
     day_column="timestamp",
-    source_tables=("events",),
     columns=(
         Column("uuid", "VARCHAR", "toString(uuid)"),
         Column("event", "VARCHAR", "event"),
@@ -86,7 +84,6 @@ EVENTS = TableSpec(
 PERSONS = TableSpec(
     name="persons",
     day_column="_timestamp",
-    source_tables=("person", "person_distinct_id2"),
     columns=(
         Column("team_id", "BIGINT", "toInt64(pd.team_id)"),
         Column("distinct_id", "VARCHAR", "pd.distinct_id"),

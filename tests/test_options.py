@@ -19,7 +19,6 @@ def duckling(stack, request):
     return stack.new_duckling(1, tag)
 
 
-_failure_text = logged_text
 
 
 def test_params_appear_in_the_trigger_form_with_descriptions(stack, duckling):
@@ -38,7 +37,7 @@ def test_dry_run_writes_nothing_anywhere(stack, duckling, caplog, capfd):
     assert run(1, DAYS[0], dry_run=True).state == "success"
     assert stack.keys(duckling.bucket) == []
     assert catalog_tables(stack, duckling) == 0
-    text = _failure_text(caplog, capfd)
+    text = logged_text(caplog, capfd)
     assert "INSERT INTO FUNCTION s3(" in text and "would CALL ducklake_add_data_files" in text
     assert "'dest_secret': '***'" in text
 
@@ -69,7 +68,7 @@ def test_cleanup_off_lets_rows_accumulate(stack, duckling):
 
 def test_create_off_fails_clearly_on_a_missing_table_before_exporting(stack, duckling, caplog, capfd):
     assert run(1, DAYS[0], create_tables_if_missing=False).state == "failed"
-    assert "table posthog.events does not exist in the duckling of team 1 and create_tables_if_missing is off" in _failure_text(caplog, capfd)
+    assert "table posthog.events does not exist in the duckling of team 1 and create_tables_if_missing is off" in logged_text(caplog, capfd)
     assert stack.keys(duckling.bucket) == []
 
 
@@ -80,7 +79,7 @@ def test_delete_tables_drops_and_recreates_then_registers(stack, duckling, caplo
     assert run(1, DAYS[2], delete_tables=True).state == "success"
     assert lake_day_counts(duckling, "events") == {DAYS[2]: stack.counts[(1, DAYS[2])]}
     dropped = stack.counts[(1, DAYS[0])] + stack.counts[(1, DAYS[1])]
-    assert f"event=tables_dropped DANGER table=posthog.events dropped_rows={dropped}" in _failure_text(caplog, capfd)
+    assert f"event=tables_dropped DANGER table=posthog.events dropped_rows={dropped}" in logged_text(caplog, capfd)
     assert team_dag(1).params["delete_tables"] is False  # never on by default
 
 
@@ -92,7 +91,7 @@ def test_clickhouse_settings_are_applied_and_bad_ones_refused(stack, duckling, c
                              [f"s3://{duckling.bucket}/{key}"]).fetchone()[0]
     assert groups > 1  # the default (1,000,000 rows per group) would give one
     assert run(1, DAYS[1], clickhouse_settings={"max threads; DROP": 1}).state == "failed"
-    assert "invalid ClickHouse setting name" in _failure_text(caplog, capfd)
+    assert "invalid ClickHouse setting name" in logged_text(caplog, capfd)
     assert len(stack.keys(duckling.bucket)) == 1
 
 
@@ -104,7 +103,7 @@ def test_schema_drift_fails_before_export_unless_validation_is_skipped(stack, du
         con.execute("ALTER TABLE lake.posthog.events ADD COLUMN customer_note VARCHAR")
     keys = stack.keys(duckling.bucket)
     assert run(1, DAYS[1]).state == "failed"
-    text = _failure_text(caplog, capfd)
+    text = logged_text(caplog, capfd)
     assert "column event is INTEGER in the lake table, the export writes VARCHAR" in text
     assert "column customer_note (VARCHAR) in the lake table is not exported" in text
     assert stack.keys(duckling.bucket) == keys  # nothing exported
@@ -112,7 +111,7 @@ def test_schema_drift_fails_before_export_unless_validation_is_skipped(stack, du
     caplog.clear()
     assert run(1, DAYS[1], skip_schema_validation=True).state == "failed"  # DuckLake itself refuses the file
     assert len(stack.keys(duckling.bucket)) == len(keys) + 1
-    assert "cannot accept the exported file" in _failure_text(caplog, capfd)
+    assert "cannot accept the exported file" in logged_text(caplog, capfd)
     assert lake_day_counts(duckling, "events") == {DAYS[0]: stack.counts[(1, DAYS[0])]}
 
 
@@ -121,6 +120,6 @@ def test_partition_key_runs_that_partition_with_options(stack, duckling, caplog,
     assert run(1, DAYS[0], partition_key=key).state == "success"
     assert lake_day_counts(duckling, "events") == {DAYS[3]: stack.counts[(1, DAYS[3])]}
     assert run(1, DAYS[0], partition_key=f"2_{DAYS[3].isoformat()}").state == "failed"
-    assert "belongs to team 2, not to this DAG's team 1" in _failure_text(caplog, capfd)
+    assert "belongs to team 2, not to this DAG's team 1" in logged_text(caplog, capfd)
     with pytest.raises(Exception, match="partition_key"):
         run(1, DAYS[0], partition_key="1-2024-03-11")

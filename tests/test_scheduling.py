@@ -16,11 +16,6 @@ from airflow_provider_duckling.state import load_start_dates
 from tests.support.stack import DAYS
 
 
-def _undated(stack, team_id: int, tag: str) -> Duckling:
-    duckling = stack.new_duckling(team_id, tag, start_date=None)
-    return duckling
-
-
 def _dag_model(dag_id: str):
     from airflow.models.dag import DagModel
     from airflow.utils.session import create_session
@@ -36,7 +31,7 @@ def test_discovery_finds_earliest_dates_and_new_ducklings_catch_up(stack):
     # Team 6: a pre-1970 event (ignored), one in 1975 (clamped to the floor), then regular data.
     insert_events(ch, 6, dt.date(1969, 12, 31), 3)
     insert_events(ch, 6, dt.date(1975, 6, 1), 2)
-    new = [_undated(stack, 1, "disc"), _undated(stack, 6, "disc"), _undated(stack, 77, "disc")]
+    new = [stack.new_duckling(t, "disc", start_date=None) for t in (1, 6, 77)]
     stack.use(*new)
     state = settings.state_path()
     if state.exists():

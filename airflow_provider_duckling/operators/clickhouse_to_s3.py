@@ -12,7 +12,7 @@ from airflow_provider_duckling.export import export_partition, merged_settings
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.lake import check_schema, table_columns, table_exists
 from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
-from airflow_provider_duckling.options import BackfillOptions
+from airflow_provider_duckling.options import parse_clickhouse_settings
 from airflow_provider_duckling.partitions import run_token
 from airflow_provider_duckling.tables import LAKE_SCHEMA
 
@@ -58,7 +58,7 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         self.skip_schema_validation = skip_schema_validation
 
     def run(self, context: Context) -> dict[str, Any]:
-        settings = merged_settings(BackfillOptions.from_values(clickhouse_settings=self.clickhouse_settings).clickhouse_settings)
+        settings = merged_settings(parse_clickhouse_settings(self.clickhouse_settings))
         skip_validation = self.flag("skip_schema_validation")
         target = self.resolve()
         dry_run = self.flag("dry_run")

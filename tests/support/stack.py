@@ -4,7 +4,6 @@ and an Airflow metadata DB; plus helpers that create ducklings on it."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +85,3 @@ class Stack:
         self.ducklings = {d.team_id: d for d in ducklings}
         write_registry(self.ducklings, self.registry)
 
-
-def apply_env(values: dict[str, str]) -> None:
-    os.environ.update(values)
