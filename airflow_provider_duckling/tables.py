@@ -32,6 +32,8 @@ class TableSpec:
     columns: tuple[Column, ...]
     day_column: str
     """Lake column whose UTC day assigns a row to a daily partition."""
+    source_tables: tuple[str, ...] = ()
+    """The ClickHouse tables the export reads (for lineage)."""
 
     @property
     def lake_columns(self) -> dict[str, str]:
@@ -79,6 +81,7 @@ EVENTS = TableSpec(
         Column("historical_migration", "BOOLEAN", "toBool(historical_migration)"),
         Column("_inserted_at", "TIMESTAMPTZ", "now64(6, 'UTC')"),
     ),
+    source_tables=("events",),
 )
 
 PERSONS = TableSpec(
@@ -96,6 +99,7 @@ PERSONS = TableSpec(
         Column("_timestamp", "TIMESTAMPTZ", _ts("p._timestamp")),
         Column("_inserted_at", "TIMESTAMPTZ", "now64(6, 'UTC')"),
     ),
+    source_tables=("person", "person_distinct_id2"),
 )
 
 TABLES: dict[str, TableSpec] = {EVENTS.name: EVENTS, PERSONS.name: PERSONS}

@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_duckling.errors import ConfigurationError, TransientError
+from airflow_provider_duckling.hooks.extras import connection_extras
 from airflow_provider_duckling.redaction import register_secret, scrub
 
 _chdb_lock = threading.Lock()
@@ -93,21 +94,8 @@ class ClickHouseHook(BaseHook):
         self._client: Any = None
         self._chdb_path: str | None = None
         self._database = "default"
+        self._address: tuple[str | None, int | None] = (None, None)
         self._configured = False
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": [],
-            "relabeling": {"schema": "Database", "login": "User"},
-            "placeholders": {
-                "host": "clickhouse.internal (leave empty for embedded chdb)",
-                "port": "8123",
-                "schema": "default",
-                "login": "default",
-                "extra": '{"secure": false} or {"chdb_path": "/var/lib/duckling/chdb"}',
-            },
-        }
 
     def _configure(self) -> None:
         if self._configured:
@@ -119,7 +107,7 @@ class ClickHouseHook(BaseHook):
                 f"ClickHouse connection {self.clickhouse_conn_id!r} is not defined "
                 "(create it in Admin → Connections, or set AIRFLOW_CONN_" + self.clickhouse_conn_id.upper() + ")"
             ) from None
-        extra = conn.extra_dejson or {}
+        extra = connection_extras(conn, self.conn_type)
         self._database = conn.schema or extra.get("database") or "default"
         if conn.password:
             register_secret(conn.password)
@@ -133,6 +121,7 @@ class ClickHouseHook(BaseHook):
             import clickhouse_connect
 
             secure = str(extra.get("secure", "false")).lower() in ("1", "true", "yes")
+            self._address = (conn.host, conn.port or (8443 if secure else 8123))
             try:
                 self._client = clickhouse_connect.get_client(
                     host=conn.host,
@@ -154,6 +143,12 @@ class ClickHouseHook(BaseHook):
         """The database holding the source tables (the connection's schema)."""
         self._configure()
         return self._database
+
+    @property
+    def address(self) -> tuple[str | None, int | None]:
+        """``(host, port)`` of the server; ``(None, None)`` for the embedded engine."""
+        self._configure()
+        return self._address
 
     @property
     def is_embedded(self) -> bool:

@@ -14,6 +14,11 @@ user; port = default catalog port; extra:
 * ``local_root`` - embedded mode: data under ``<local_root>/<bucket>/``, catalog in
   ``<local_root>/<db_name>.ducklake`` (a DuckDB file), no S3, no PostgreSQL, no role
 * ``sslmode`` - libpq sslmode for the catalog (default ``prefer``)
+* ``console_url`` - template of the "Exported objects" task link (``{bucket}``, ``{prefix}``, ``{region}``);
+  the AWS S3 console when unset
+
+Host is optional: a catalog server that the connection's "Test" button logs in to (each duckling names
+its own catalog host and database in the registry).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_duckling.catalog import DEFAULT_CATALOG_CONN_ID, Duckling
 from airflow_provider_duckling.credentials import assume_duckling_role
 from airflow_provider_duckling.errors import ConfigurationError, LakeUnavailableError
+from airflow_provider_duckling.hooks.extras import connection_extras
 from airflow_provider_duckling.quoting import duckdb_str
 from airflow_provider_duckling.redaction import register_secret, scrub
 from airflow_provider_duckling.retry import retry_conflicts
@@ -80,6 +86,8 @@ class LakeSettings:
     s3_endpoint_url: str | None
     local_root: Path | None
     sslmode: str
+    host: str | None = None
+    console_url: str | None = None
 
 
 class DuckLakeHook(BaseHook):
@@ -99,19 +107,6 @@ class DuckLakeHook(BaseHook):
         super().__init__(**kwargs)
         self.ducklake_conn_id = ducklake_conn_id
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema"],
-            "relabeling": {"login": "Catalog user", "password": "Catalog password", "host": "Default catalog host"},
-            "placeholders": {
-                "host": "per duckling from the registry (db_host)",
-                "port": "5432",
-                "login": "ducklake_writer",
-                "extra": '{"aws_conn_id": "aws_default", "s3_endpoint_url": null, "local_root": null}',
-            },
-        }
-
     def settings(self, duckling: Duckling | None = None) -> LakeSettings:
         """Read the connection that applies to ``duckling`` (registry ``catalog_conn_id`` by default)."""
         conn_id = self.ducklake_conn_id or (duckling.catalog_conn_id if duckling else self.default_conn_name)
@@ -122,7 +117,7 @@ class DuckLakeHook(BaseHook):
                 f"DuckLake connection {conn_id!r} is not defined "
                 f"(create it in Admin → Connections, or set AIRFLOW_CONN_{conn_id.upper()})"
             ) from None
-        extra = conn.extra_dejson or {}
+        extra = connection_extras(conn, self.conn_type)
         register_secret(conn.password)
         endpoint = extra.get("s3_endpoint_url") or None
         if endpoint and urlparse(endpoint).scheme not in ("http", "https"):
@@ -140,6 +135,8 @@ class DuckLakeHook(BaseHook):
             s3_endpoint_url=endpoint,
             local_root=Path(local_root) if local_root else None,
             sslmode=sslmode,
+            host=conn.host or None,
+            console_url=extra.get("console_url") or None,
         )
 
     def storage(self, duckling: Duckling, settings: LakeSettings | None = None) -> DucklingStorage:
@@ -255,11 +252,68 @@ class DuckLakeHook(BaseHook):
         )
 
     def test_connection(self) -> tuple[bool, str]:
-        """Used by the UI's "Test" button: checks the extensions load and the connection is well-formed."""
+        """The UI's "Test" button: loads the extensions offline, then really reaches what the connection
+        names: the embedded lakes directory (writable), or the catalog server (logs in when Host is set)
+        and the AWS identity that assumes the duckling roles."""
         try:
             settings = self.settings()
-            connect_duckdb().close()
+            con = connect_duckdb()
+            try:
+                checks = [f"DuckDB {duckdb.__version__} with DuckLake loaded offline"]
+                if settings.local_root is not None:
+                    checks.append(_check_local_root(settings.local_root))
+                else:
+                    if settings.host:
+                        checks.append(_check_catalog_login(con, settings))
+                    checks.append(_check_aws_identity(settings.aws_conn_id))
+            finally:
+                con.close()
         except Exception as exc:
-            return False, scrub(str(exc))
-        mode = f"embedded lakes under {settings.local_root}" if settings.local_root else "PostgreSQL catalogs + S3"
-        return True, f"DuckDB {duckdb.__version__} with DuckLake loaded offline; {mode}"
+            return False, scrub(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+        return True, "; ".join(checks)
+
+
+def _check_local_root(root: Path) -> str:
+    """The embedded lakes directory exists (or can be made) and takes a file."""
+    root.mkdir(parents=True, exist_ok=True)
+    probe = root / ".duckling-connection-test"
+    probe.write_text("ok")
+    probe.unlink()
+    return f"embedded lakes under {root} (writable)"
+
+
+def _check_catalog_login(con: duckdb.DuckDBPyConnection, settings: LakeSettings) -> str:
+    """Log in to the catalog server named by the connection's Host with its user and password."""
+    options = {
+        "HOST": settings.host,
+        "PORT": settings.port or 5432,
+        "DATABASE": "postgres",
+        "USER": settings.login or "postgres",
+        "PASSWORD": settings.password or "",
+    }
+    names = ", ".join(f"{name} ?" for name in options)
+    con.execute(f"CREATE OR REPLACE SECRET duckling_catalog_test (TYPE postgres, {names})", list(options.values()))
+    try:
+        con.execute(
+            f"ATTACH {duckdb_str(f'sslmode={settings.sslmode} connect_timeout=10')} AS catalog_test "
+            "(TYPE postgres, SECRET duckling_catalog_test, READ_ONLY)"
+        )
+        (version,) = con.execute("SELECT * FROM postgres_query('catalog_test', 'SELECT current_setting(''server_version'')')").fetchone()
+    except duckdb.Error as exc:
+        raise LakeUnavailableError(
+            f"cannot log in to the catalog server {settings.host}:{options['PORT']} as {options['USER']}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    return f"catalog login ok as {options['USER']} on {settings.host}:{options['PORT']} (PostgreSQL {version})"
+
+
+def _check_aws_identity(aws_conn_id: str) -> str:
+    """The base AWS identity that assumes duckling roles answers STS."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    try:
+        identity = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sts").get_conn().get_caller_identity()
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        raise ConfigurationError(f"AWS connection {aws_conn_id!r} cannot reach STS: {code}") from None
+    return f"AWS identity {identity.get('Arn', '?')} via {aws_conn_id}"

@@ -11,7 +11,8 @@ from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_duckling.catalog import Duckling, get_duckling
 from airflow_provider_duckling.errors import ConfigurationError, DucklingError, TransientError
-from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+from airflow_provider_duckling.hooks.ducklake import DuckLakeHook, LakeSettings
+from airflow_provider_duckling.links import ExportedObjectsLink, objects_url
 from airflow_provider_duckling.options import as_bool, resolve_scope
 from airflow_provider_duckling.partitions import Scope
 from airflow_provider_duckling.redaction import scrub
@@ -31,6 +32,15 @@ class Target:
     duckling: Duckling
     hook: DuckLakeHook
     storage: DucklingStorage
+    lake_settings: LakeSettings
+
+    def objects_url(self, object_keys: list[str]) -> str | None:
+        """Where to browse the directory of the partition's objects (the task's extra link)."""
+        if not object_keys:
+            return None
+        prefix = object_keys[0].rsplit("/", 1)[0] + "/"
+        local = str(self.storage.local_dir) if self.storage.local_dir is not None else None
+        return objects_url(self.storage.bucket, self.storage.region, prefix, self.lake_settings.console_url, local)
 
 
 class DucklingPartitionOperator(BaseOperator):
@@ -50,6 +60,7 @@ class DucklingPartitionOperator(BaseOperator):
     :param registry_path: the duckling registry file; defaults to the configured one.
     """
 
+    operator_extra_links = (ExportedObjectsLink(),)
     _base_fields = ("team_id", "day", "partition_key", "full_export", "create_tables_if_missing", "delete_tables", "dry_run")
 
     def __init__(
@@ -79,12 +90,19 @@ class DucklingPartitionOperator(BaseOperator):
         self.delete_tables = delete_tables
         self.dry_run = dry_run
         self.registry_path = registry_path
+        #: Set while running: the objects' location (extra link) and what lineage reports.
+        self.objects_url: str | None = None
+        self.lineage_facts: Any = None
 
     def execute(self, context: Context) -> Any:
         """Run :meth:`run`; a permanent, explained error fails the task without retries (same input, same
         failure), with its one-line message; transient ones are left to Airflow's retries."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         try:
             return self.run(context)
+        except AirflowSkipException:
+            raise
         except TransientError as exc:
             log.error("event=task_failed retryable=true reason=%s: %s", type(exc).__name__, scrub(str(exc)))
             raise TransientError(scrub(str(exc))) from None
@@ -101,6 +119,16 @@ class DucklingPartitionOperator(BaseOperator):
     def run(self, context: Context) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage inputs/outputs of the finished task (called by the OpenLineage provider, if installed)."""
+        from airflow_provider_duckling.lineage import operator_lineage
+
+        if self.lineage_facts is None:
+            from airflow.providers.openlineage.extractors import OperatorLineage
+
+            return OperatorLineage()
+        return operator_lineage(self.lineage_facts)
+
     def flag(self, name: str) -> bool:
         """A boolean option after templating (native or string)."""
         return as_bool(name, getattr(self, name))
@@ -116,4 +144,5 @@ class DucklingPartitionOperator(BaseOperator):
             self.flag(name)
         duckling = get_duckling(scope.team_id, self.registry_path)
         hook = DuckLakeHook(self.ducklake_conn_id)
-        return Target(scope, table, duckling, hook, hook.storage(duckling))
+        lake_settings = hook.settings(duckling)
+        return Target(scope, table, duckling, hook, hook.storage(duckling, lake_settings), lake_settings)

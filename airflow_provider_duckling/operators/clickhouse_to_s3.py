@@ -11,6 +11,7 @@ from airflow_provider_duckling.errors import SchemaDriftError
 from airflow_provider_duckling.export import export_partition, merged_settings
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.lake import check_schema, table_columns, table_exists
+from airflow_provider_duckling.lineage import LineageFacts, clickhouse_dataset, object_dataset
 from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
 from airflow_provider_duckling.options import parse_clickhouse_settings
 from airflow_provider_duckling.partitions import run_token
@@ -64,10 +65,16 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         dry_run = self.flag("dry_run")
         self._preflight(target, skip_validation, dry_run)
         token = run_token(context["run_id"], context["ti"].try_number)
-        result = export_partition(
-            ClickHouseHook(self.clickhouse_conn_id), target.storage, target.table, target.scope, token, settings,
-            dry_run=dry_run,
-        )
+        clickhouse = ClickHouseHook(self.clickhouse_conn_id)
+        result = export_partition(clickhouse, target.storage, target.table, target.scope, token, settings, dry_run=dry_run)
+        self.objects_url = target.objects_url(result.object_keys)
+        if not dry_run:
+            host, port = clickhouse.address
+            self.lineage_facts = LineageFacts(
+                inputs=[clickhouse_dataset(host, port, clickhouse.database, t) for t in target.table.source_tables],
+                outputs=[object_dataset(uri) for uri in result.files],
+                table=target.table, rows=result.rows, bytes=result.bytes, files=len(result.files),
+            )
         return result.to_xcom()
 
     def _preflight(self, target: Target, skip_validation: bool, dry_run: bool) -> None:

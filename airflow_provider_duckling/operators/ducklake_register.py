@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_provider_duckling.assets import asset_event_extra, duckling_asset, publish_partition
 from airflow_provider_duckling.errors import RegistrationError
 from airflow_provider_duckling.lake import count_rows, qualified, register_files, table_exists
+from airflow_provider_duckling.lineage import LineageFacts, lake_dataset, object_dataset
 from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
+
+log = logging.getLogger(__name__)
 
 
 class DuckLakeRegisterOperator(DucklingPartitionOperator):
@@ -25,6 +31,10 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
     :param skip_ducklake_registration: leave the lake untouched (the files stay in S3) (templated).
     :param cleanup_existing_partition_data: delete the partition's existing rows in the same
         transaction; off, rows accumulate (templated).
+    :param outlets: defaults to :func:`~airflow_provider_duckling.assets.duckling_asset` of the team and
+        table (when ``team_id`` is not templated). Each registered partition emits one event per Asset
+        outlet, with partition key ``{team_id}_{YYYY-MM-DD}`` and extra ``rows``, ``bytes``, ``files``,
+        ``snapshot_id``. A dry run or a skipped registration emits none: the task ends *skipped*.
 
     The remaining parameters are those of
     :class:`~airflow_provider_duckling.operators.base.DucklingPartitionOperator`.
@@ -43,6 +53,9 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         cleanup_existing_partition_data: bool | str = True,
         **kwargs: Any,
     ) -> None:
+        team_id = kwargs.get("team_id")
+        if "outlets" not in kwargs and isinstance(team_id, int | str) and str(team_id).isdigit():
+            kwargs["outlets"] = [duckling_asset(int(team_id), kwargs.get("table", "events"))]
         super().__init__(**kwargs)
         self.export_task_id = export_task_id
         self.skip_ducklake_registration = skip_ducklake_registration
@@ -56,11 +69,13 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         key, table = target.scope.key, target.table.name
         if not isinstance(exported, dict) or exported.get("partition") != key or exported.get("table") != table:
             raise RegistrationError(f"{key}: task {self.export_task_id!r} handed over no export of {table} for this partition")
+        self.objects_url = target.objects_url(list(exported.get("object_keys") or []))
         if skip:
-            self.log.info("event=registration_skipped partition=%s table=%s files=%s", key, table, exported["files"])
-            return {"partition": key, "table": table, "skipped": True}
+            log.info("event=registration_skipped partition=%s table=%s files=%s", key, table, exported["files"])
+            raise AirflowSkipException(f"skip_ducklake_registration: {key} left in S3, not registered (no asset event)")
         if self.flag("dry_run") or exported.get("dry_run"):
-            return self._dry_run(target, exported, cleanup)
+            self._dry_run(target, exported, cleanup)
+            raise AirflowSkipException(f"dry run: nothing registered for {key} (no asset event)")
         with target.hook.attach(target.duckling, target.storage) as con:
             result = register_files(
                 con, target.table, target.scope, list(exported["files"]), int(exported["rows"]), target.storage.data_path,
@@ -69,6 +84,19 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
                 delete_tables=self.flag("delete_tables"),
                 commit_message=f"{table} {key} run={context['run_id']}",
             )
+        if cleanup:
+            log.info("event=cleanup partition=%s table=%s deleted_rows=%d", key, table, result.deleted_rows)
+        files = list(exported["files"])
+        extra = asset_event_extra(result.rows, int(exported.get("bytes") or 0), len(files), result.snapshot_id)
+        published = publish_partition(context, list(self.outlets or []), key, extra)
+        log.info("event=asset_event partition=%s table=%s assets=%d rows=%d bytes=%d files=%d snapshot_id=%s",
+                 key, table, published, extra["rows"], extra["bytes"], extra["files"], extra["snapshot_id"])
+        d = target.duckling
+        self.lineage_facts = LineageFacts(
+            inputs=[object_dataset(uri) for uri in files],
+            outputs=[lake_dataset(d.db_host, d.db_port or target.lake_settings.port, d.db_name, table)],
+            table=target.table, rows=result.rows, bytes=extra["bytes"], files=len(files), outputs_are_lake=True,
+        )
         return {
             "partition": key,
             "table": table,
