@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.quoting import clickhouse_ident
+
+if TYPE_CHECKING:
+    from airflow_provider_duckling.catalog import Duckling
 
 SOURCE_DATABASE = "posthog"
 
@@ -143,3 +147,99 @@ def clickhouse_scope_rows(hook: ClickHouseHook, table_name: str, team_id: int, d
 
     select = export_select(get_table(table_name), hook.database, daily=True)
     return int(hook.query_rows(f"SELECT count() FROM ({select})", {"team_id": team_id, "day": day.isoformat()})[0][0])
+
+
+# ---------------------------------------------------------------- seeding a ClickHouse server (docker compose)
+
+
+def registry_sample_days(start: dt.date | None, until: dt.date, days: int) -> list[dt.date]:
+    """The days to seed for one duckling: from its ``start_date`` (else the last ``days`` days) to ``until``."""
+    first = start if start is not None else until - dt.timedelta(days=days - 1)
+    return [first + dt.timedelta(days=n) for n in range((until - first).days + 1)]
+
+
+def seed_registry(
+    hook: ClickHouseHook, ducklings: list[Duckling], until: dt.date, days: int = 7, person_days: int = 7,
+    persons_per_day: int = 5, base: int = 200,
+) -> dict[str, int]:
+    """Sample events (every day from each duckling's start date to ``until``) and persons (the last
+    ``person_days`` of those days) for the registry's teams; team-days that already hold rows are left alone,
+    so running it again adds nothing. Returns how many team-days of events and persons were added."""
+    import uuid
+
+    create_schema(hook)
+    db = clickhouse_ident(hook.database)
+    have_events = {(int(t), str(d)) for t, d in hook.query_rows(
+        f"SELECT DISTINCT team_id, toString(toDate(timestamp)) FROM {db}.events")}
+    have_persons = {(int(t), str(d)) for t, d in hook.query_rows(
+        f"SELECT DISTINCT team_id, toString(toDate(_timestamp)) FROM {db}.person")}
+    added = {"event_days": 0, "person_days": 0}
+    for duckling in ducklings:
+        team = duckling.team_id
+        seed_days = registry_sample_days(duckling.start_date, until, days)
+        for index, day in enumerate(seed_days):
+            if (team, day.isoformat()) not in have_events:
+                insert_events(hook, team, day, rows_for(team, index, base))
+                added["event_days"] += 1
+        for day in seed_days[-person_days:] if person_days > 0 else []:
+            if (team, day.isoformat()) in have_persons:
+                continue
+            for n in range(persons_per_day):
+                person = str(uuid.uuid5(uuid.NAMESPACE_URL, f"person/{team}/{day.isoformat()}/{n}"))
+                at = dt.datetime.combine(day, dt.time(12, 0), tzinfo=dt.UTC) + dt.timedelta(minutes=n)
+                insert_person(hook, team, person, 1, at, properties=f'{{"email": "p{n}@example.com"}}')
+                for suffix in ("a", "b"):
+                    insert_distinct_id(hook, team, f"{person[:8]}-{suffix}", person, 1, at)
+            added["person_days"] += 1
+    return added
+
+
+def _wait_for_clickhouse(conn_id: str, timeout: float) -> ClickHouseHook:
+    """A hook whose server answers ``SELECT 1`` (a server may still be starting), or the last error."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        hook = ClickHouseHook(conn_id)
+        try:
+            hook.query_rows("SELECT 1")
+            return hook
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise
+            print(f"waiting for ClickHouse ({type(exc).__name__})", flush=True)
+            time.sleep(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Seed the ClickHouse of a connection with sample events and persons for the teams of a registry.
+
+    python -m airflow_provider_duckling.sample_data --registry ducklings.yaml [--until YYYY-MM-DD]
+    """
+    import argparse
+
+    from airflow_provider_duckling.catalog import load_registry
+
+    parser = argparse.ArgumentParser(description=(main.__doc__ or "").splitlines()[0])
+    parser.add_argument("--registry", required=True, help="duckling registry file: whose teams to seed")
+    parser.add_argument("--conn-id", default="clickhouse_default", help="ClickHouse connection (default clickhouse_default)")
+    parser.add_argument("--until", type=dt.date.fromisoformat, default=None,
+                        help="last day to seed (default: yesterday, UTC)")
+    parser.add_argument("--days", type=int, default=7, help="days to seed for a duckling without start_date")
+    parser.add_argument("--person-days", type=int, default=7, help="seed persons on the last N seeded days")
+    parser.add_argument("--wait", type=float, default=120, help="seconds to wait for ClickHouse to answer")
+    args = parser.parse_args(argv)
+    until = args.until or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    ducklings = sorted(load_registry(args.registry).values(), key=lambda d: d.team_id)
+    hook = _wait_for_clickhouse(args.conn_id, args.wait)
+    added = seed_registry(hook, ducklings, until, days=args.days, person_days=args.person_days)
+    teams = ", ".join(str(d.team_id) for d in ducklings)
+    print(f"sample data for teams {teams} until {until}: added {added['event_days']} team-days of events, "
+          f"{added['person_days']} of persons (existing team-days kept)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
