@@ -10,10 +10,10 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.errors import ConfigurationError, TransientError
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.partitions import Partition, Scope
-from airflow_provider_duckling.quoting import clickhouse_setting_literal
+from airflow_provider_duckling.quoting import clickhouse_ident, clickhouse_setting_literal
 from airflow_provider_duckling.storage import DucklingStorage
 from airflow_provider_duckling.tables import TableSpec, export_select
 
@@ -53,6 +53,10 @@ def settings_clause(settings: dict[str, Any]) -> str:
 _SECRET_PARAMS = ("dest_key_id", "dest_secret", "dest_token")
 
 
+class ExportError(TransientError):
+    """The export statement finished but its files are not all there (retried: a new attempt, new files)."""
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What an export wrote; handed to the register task as XCom."""
@@ -69,17 +73,60 @@ class ExportResult:
         return asdict(self)
 
 
-def export_statement(
-    clickhouse: ClickHouseHook, storage: DucklingStorage, table: TableSpec, scope: Scope, key: str,
-    settings: dict[str, Any] | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """The ``INSERT INTO FUNCTION`` statement writing ``scope`` to ``key``, and its bound parameters."""
-    destination, params = storage.clickhouse_table_function(key)
-    params["team_id"] = scope.team_id
+#: Upper bound on the files one partition is split into (each a ClickHouse writer held open at once).
+MAX_FILES_PER_PARTITION = 256
+
+
+def scope_parameters(scope: Scope) -> dict[str, Any]:
+    """The bound parameters of the export SELECT for ``scope``."""
+    params: dict[str, Any] = {"team_id": scope.team_id}
     if isinstance(scope, Partition):
         params["day"] = scope.day.isoformat()
+    return params
+
+
+def count_partition_rows(clickhouse: ClickHouseHook, table: TableSpec, scope: Scope) -> int:
+    """How many rows the export of ``scope`` will write (reads only the filter columns)."""
     select = export_select(table, clickhouse.database, daily=isinstance(scope, Partition))
-    return f"INSERT INTO FUNCTION {destination}\n{select}\n{settings_clause(merged_settings(settings))}", params
+    return int(clickhouse.query_rows(f"SELECT count() FROM (\n{select}\n)", scope_parameters(scope))[0][0])
+
+
+def planned_files(rows: int, rows_per_file: int) -> int:
+    """Files for a partition of ``rows``: one up to ``rows_per_file``, then one per ``rows_per_file``."""
+    if rows_per_file < 1:
+        raise ConfigurationError(f"rows_per_file must be at least 1, got {rows_per_file}")
+    return max(1, min(MAX_FILES_PER_PARTITION, -(-rows // rows_per_file)))
+
+
+def file_keys(scope: Scope, table: TableSpec, token: str, files: int) -> tuple[str, str]:
+    """(key the export writes to, key pattern that reads back exactly this attempt's files).
+
+    One file keeps the plain ``{token}.parquet``; several are ``{token}-part{N}.parquet`` (ClickHouse fills
+    ``{_partition_id}`` in with N).
+    """
+    if files == 1:
+        key = scope.object_key(table.name, token)
+        return key, key
+    prefix = scope.prefix(table.name)
+    return f"{prefix}{token}-part{{_partition_id}}.parquet", f"{prefix}{token}-part*.parquet"
+
+
+def export_statement(
+    clickhouse: ClickHouseHook, storage: DucklingStorage, table: TableSpec, scope: Scope, key: str,
+    settings: dict[str, Any] | None = None, files: int = 1,
+) -> tuple[str, dict[str, Any]]:
+    """The ``INSERT INTO FUNCTION`` statement writing ``scope`` to ``key``, and its bound parameters.
+
+    :param files: with more than one, rows are spread over that many files by a hash of the table's
+        split column (``key`` must then contain ``{_partition_id}``).
+    """
+    destination, params = storage.clickhouse_table_function(key)
+    params.update(scope_parameters(scope))
+    select = export_select(table, clickhouse.database, daily=isinstance(scope, Partition))
+    split = ""
+    if files > 1:
+        split = f"PARTITION BY cityHash64({clickhouse_ident(table.split_column)}) % {int(files)}\n"
+    return f"INSERT INTO FUNCTION {destination}\n{split}{select}\n{settings_clause(merged_settings(settings))}", params
 
 
 def export_partition(
@@ -91,25 +138,48 @@ def export_partition(
     settings: dict[str, Any] | None = None,
     *,
     dry_run: bool = False,
+    rows_per_file: int | None = None,
 ) -> ExportResult:
-    """Write ``scope`` of ``table`` to ``storage`` under a key unique to ``token``.
+    """Write ``scope`` of ``table`` to ``storage`` under keys unique to ``token``.
 
     :param dry_run: log the statement (credentials masked) and where it would write; write nothing.
+    :param rows_per_file: split a partition of more rows than this into files of about this many rows
+        (one statement, one scan); default ``[duckling] rows_per_file``.
     """
-    key = scope.object_key(table.name, token)
-    sql, params = export_statement(clickhouse, storage, table, scope, key, settings)
+    from airflow_provider_duckling.settings import rows_per_file as default_rows_per_file
+
+    target = rows_per_file or default_rows_per_file()
+    expected = count_partition_rows(clickhouse, table, scope)
+    files = planned_files(expected, target)
+    key, pattern = file_keys(scope, table, token, files)
+    sql, params = export_statement(clickhouse, storage, table, scope, key, settings, files)
     if dry_run:
         shown = {k: ("***" if k in _SECRET_PARAMS else v) for k, v in params.items()}
-        log.info("event=dry_run_export partition=%s table=%s object=%s", scope.key, table.name, storage.uri(key))
+        log.info("event=dry_run_export partition=%s table=%s object=%s rows=%d files=%d",
+                 scope.key, table.name, storage.uri(key), expected, files)
         log.info("event=dry_run_export would run:\n%s\nwith parameters %s", sql, shown)
         return ExportResult(scope.key, table.name, [storage.uri(key)], [key], 0, 0, dry_run=True)
     log.info(
-        "event=export_started partition=%s table=%s object=%s clickhouse=%s",
-        scope.key, table.name, storage.uri(key), "chdb" if clickhouse.is_embedded else "http",
+        "event=export_started partition=%s table=%s object=%s rows_expected=%d files_planned=%d clickhouse=%s",
+        scope.key, table.name, storage.uri(key), expected, files, "chdb" if clickhouse.is_embedded else "http",
     )
     storage.prepare(key)
     clickhouse.execute(sql, params)
-    destination, read_params = storage.clickhouse_table_function(key)
-    rows, size = clickhouse.query_rows(f"SELECT count(), any(_size) FROM {destination}", read_params)[0]
-    log.info("event=export_finished partition=%s table=%s rows=%d bytes=%d", scope.key, table.name, rows, size or 0)
-    return ExportResult(scope.key, table.name, [storage.uri(key)], [key], int(rows), int(size or 0))
+    written = _written_files(clickhouse, storage, pattern)
+    if not written:
+        raise ExportError(f"{scope.key}: the export of {table.name} reported success but no file was found")
+    keys = [k for k, _, _ in written]
+    rows, size = sum(r for _, r, _ in written), sum(b for _, _, b in written)
+    log.info("event=export_finished partition=%s table=%s rows=%d bytes=%d files=%d",
+             scope.key, table.name, rows, size, len(keys))
+    return ExportResult(scope.key, table.name, [storage.uri(k) for k in keys], keys, rows, size)
+
+
+def _written_files(clickhouse: ClickHouseHook, storage: DucklingStorage, pattern: str) -> list[tuple[str, int, int]]:
+    """(key, rows, bytes) of each file matching ``pattern``, from the Parquet footers (no data scan)."""
+    directory = pattern.rsplit("/", 1)[0] + "/"
+    destination, params = storage.clickhouse_table_function(pattern)
+    found = clickhouse.query_rows(
+        f"SELECT _file, count(), any(_size) FROM {destination} GROUP BY _file ORDER BY _file", params,
+    )
+    return [(directory + name, int(rows), int(size or 0)) for name, rows, size in found]

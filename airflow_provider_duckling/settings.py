@@ -105,3 +105,12 @@ def role_session_seconds() -> int:
     must allow it (up to 12 hours).
     """
     return _int("role_session_seconds", 3600, 900, 43200)
+
+
+def rows_per_file() -> int:
+    """``[duckling] rows_per_file``: target rows of one exported Parquet file (default 5,000,000).
+
+    A larger partition is written as several files of about this many rows by one export statement, and
+    registered in one transaction.
+    """
+    return _int("rows_per_file", 5_000_000, 1_000, 1_000_000_000)

@@ -34,6 +34,8 @@ class TableSpec:
     """Lake column whose UTC day assigns a row to a daily partition."""
     source_tables: tuple[str, ...] = ()
     """The ClickHouse tables the export reads (for lineage)."""
+    split_column: str = ""
+    """Exported column whose hash spreads a large partition over several files."""
 
     @property
     def lake_columns(self) -> dict[str, str]:
@@ -82,6 +84,7 @@ EVENTS = TableSpec(
         Column("_inserted_at", "TIMESTAMPTZ", "now64(6, 'UTC')"),
     ),
     source_tables=("events",),
+    split_column="uuid",
 )
 
 PERSONS = TableSpec(
@@ -100,6 +103,7 @@ PERSONS = TableSpec(
         Column("_inserted_at", "TIMESTAMPTZ", "now64(6, 'UTC')"),
     ),
     source_tables=("person", "person_distinct_id2"),
+    split_column="distinct_id",
 )
 
 TABLES: dict[str, TableSpec] = {EVENTS.name: EVENTS, PERSONS.name: PERSONS}

@@ -49,3 +49,25 @@ def test_embedded_and_http_clickhouse_write_identical_files(stack):
         ).fetchall()
 
     assert sample(from_server.files[0]) == sample(from_embedded.files[0])
+
+    # A partition split over several files: the same file names and, together, the same rows on both
+    # engines, to S3 and, in embedded mode, to a local directory. (Which row lands in which file follows
+    # a hash of its uuid, and the two engines' sample data have different random uuids.)
+    from airflow_provider_duckling.storage import DucklingStorage
+
+    rows = stack.counts[(1, day)]
+    parts = -(-rows // 100)
+    split_server = export_partition(server, storage, EVENTS, partition, "http-split", rows_per_file=100)
+    split_embedded = export_partition(embedded, storage, EVENTS, partition, "chdb-split", rows_per_file=100)
+    local = DucklingStorage(duckling.bucket, "us-east-1", local_dir=SESSION_DIR / "parity-local")
+    split_local = export_partition(embedded, local, EVENTS, partition, "local-split", rows_per_file=100)
+    for result in (split_server, split_embedded, split_local):
+        assert len(result.files) == parts and result.rows == rows
+        assert [k.rsplit("/", 1)[1] for k in result.object_keys] == [
+            f"{result.object_keys[0].rsplit('/', 1)[1].split('-part')[0]}-part{n}.parquet" for n in range(parts)]
+
+    def union(files):
+        return sorted(row for uri in files for row in sample(uri))
+
+    assert union(split_server.files) == union(split_embedded.files) == union(split_local.files) == sample(
+        from_server.files[0])

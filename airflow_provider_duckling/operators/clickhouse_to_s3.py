@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from airflow_provider_duckling.errors import SchemaDriftError
+from airflow_provider_duckling.errors import ConfigurationError, SchemaDriftError
 from airflow_provider_duckling.export import export_partition, merged_settings
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.lake import check_schema, table_columns, table_exists
@@ -34,13 +34,15 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
     :param clickhouse_settings: ClickHouse settings merged over the defaults in
         :data:`airflow_provider_duckling.export.DEFAULT_CLICKHOUSE_SETTINGS` (templated).
     :param skip_schema_validation: skip the pre-flight schema check (templated).
+    :param rows_per_file: target rows of one file; a larger partition is written as several files of about
+        this many rows by one statement (templated; default ``[duckling] rows_per_file``, 5,000,000).
 
     The remaining parameters are those of
     :class:`~airflow_provider_duckling.operators.base.DucklingPartitionOperator`.
     """
 
     template_fields: Sequence[str] = (
-        *DucklingPartitionOperator._base_fields, "clickhouse_settings", "skip_schema_validation",
+        *DucklingPartitionOperator._base_fields, "clickhouse_settings", "skip_schema_validation", "rows_per_file",
     )
     template_fields_renderers = {"clickhouse_settings": "json"}
     ui_color = "#fcd34d"
@@ -51,22 +53,26 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         clickhouse_conn_id: str = ClickHouseHook.default_conn_name,
         clickhouse_settings: dict[str, Any] | str | None = None,
         skip_schema_validation: bool | str = False,
+        rows_per_file: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.clickhouse_conn_id = clickhouse_conn_id
         self.clickhouse_settings = clickhouse_settings
         self.skip_schema_validation = skip_schema_validation
+        self.rows_per_file = rows_per_file
 
     def run(self, context: Context) -> dict[str, Any]:
         settings = merged_settings(parse_clickhouse_settings(self.clickhouse_settings))
+        rows_per_file = self._rows_per_file()
         skip_validation = self.flag("skip_schema_validation")
         target = self.resolve()
         dry_run = self.flag("dry_run")
         self._preflight(target, skip_validation, dry_run)
         token = run_token(context["run_id"], context["ti"].try_number)
         clickhouse = ClickHouseHook(self.clickhouse_conn_id)
-        result = export_partition(clickhouse, target.storage, target.table, target.scope, token, settings, dry_run=dry_run)
+        result = export_partition(clickhouse, target.storage, target.table, target.scope, token, settings, dry_run=dry_run,
+                                 rows_per_file=rows_per_file)
         self.objects_url = target.objects_url(result.object_keys)
         if not dry_run:
             host, port = clickhouse.address
@@ -76,6 +82,15 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
                 table=target.table, rows=result.rows, bytes=result.bytes, files=len(result.files),
             )
         return result.to_xcom()
+
+    def _rows_per_file(self) -> int | None:
+        """The ``rows_per_file`` option, validated before anything is contacted."""
+        value = self.rows_per_file
+        if value is None or value == "":
+            return None
+        if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < 1:
+            raise ConfigurationError(f"rows_per_file must be a whole number of rows (at least 1), got {value!r}")
+        return int(value)
 
     def _preflight(self, target: Target, skip_validation: bool, dry_run: bool) -> None:
         """Check the lake before writing: a missing table with creation off, or a type it cannot accept."""
