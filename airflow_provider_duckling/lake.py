@@ -10,13 +10,14 @@ recreates the table. Concurrent snapshots that conflict are retried with backoff
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import duckdb
 
-from airflow_provider_duckling.errors import RegistrationError, SchemaDriftError
+from airflow_provider_duckling.errors import RegistrationError, SchemaDriftError, TransientError
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS
 from airflow_provider_duckling.partitions import Scope
 from airflow_provider_duckling.quoting import duckdb_ident
@@ -108,9 +109,12 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: TableSpec) -> dict[str,
 
 
 def file_columns(con: duckdb.DuckDBPyConnection, uri: str) -> dict[str, str]:
-    rows = con.execute(
-        "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false))", [uri]
-    ).fetchall()
+    try:
+        rows = con.execute(
+            "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false))", [uri]
+        ).fetchall()
+    except duckdb.IOException as exc:  # S3 unreachable or refusing the read (e.g. an expired session): retryable
+        raise TransientError(f"cannot read the exported file: {_io_reason(exc)}") from None
     return {name: normalize_type(kind) for name, kind in rows}
 
 
@@ -249,6 +253,9 @@ def swap(
                 if is_conflict(exc):
                     raise
                 con.execute("ROLLBACK")
+                if isinstance(exc, duckdb.IOException):  # S3 unreachable, or refusing the read (an expired
+                    # role session answers 400 ExpiredToken): the retry, with a freshly assumed session, may cure it
+                    raise TransientError(f"{scope.key}: cannot read the exported file: {_io_reason(exc)}") from None
                 raise SchemaDriftError(
                     f"{scope.key}: the lake table {LAKE_SCHEMA}.{table.name} cannot accept the exported file: "
                     f"{str(exc).splitlines()[0]}"
@@ -267,6 +274,16 @@ def swap(
         return SwapResult(deleted, len(uris), after, snapshot_id, dropped_rows=dropped)
 
     return with_conflict_retries(con, f"register {scope.key}", attempt)
+
+
+def _io_reason(exc: duckdb.Error) -> str:
+    """A DuckDB I/O error's first line, plus the line naming S3's error code when there is one
+    (``ExpiredToken: The provided token has expired.``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    coded = next((line for line in lines[1:] if re.match(r"[A-Z][A-Za-z]+: ", line)), None)
+    return f"{lines[0]}: {coded}" if coded else lines[0]
 
 
 def register_files(
