@@ -1,0 +1,121 @@
+"""``duckling catalog add`` and ``duckling catalog list``: the registry, edited and shown safely.
+
+``add`` is the new-duckling step: it validates the entry exactly as the DAG file will (fields, and no
+bucket or catalog shared with another team), refuses a team that is already there, and writes the file
+atomically under a lock, so a mistake never reaches the DAG processor and two operators never lose an entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from airflow_provider_duckling.catalog import Duckling, load_registry, parse_registry, write_registry
+from airflow_provider_duckling.cli.errors import OK, UsageError
+from airflow_provider_duckling.cli.render import mask, table
+from airflow_provider_duckling.cli.selection import discovered_dates, registry_file, start_label
+from airflow_provider_duckling.errors import RegistryError
+from airflow_provider_duckling.redaction import register_secret
+from airflow_provider_duckling.state import StartDates
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the registry between concurrent ``catalog add`` calls."""
+    lock = path.with_name(f".{path.name}.lock")
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _external_id(value: str) -> str:
+    """``-`` reads the external id from stdin (asked for, unechoed, on a terminal), keeping it out of shell
+    history and ``ps``."""
+    if value != "-":
+        return value
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("external id: ").strip()
+    return sys.stdin.readline().strip()
+
+
+def add(args: argparse.Namespace, out: Console) -> int:
+    """Validate and append one registry entry; a duplicate team or any invalid field writes nothing."""
+    path = registry_file(args)
+    raw: dict[str, object] = {
+        "team_id": args.team_id,
+        "bucket": args.bucket,
+        "bucket_region": args.region,
+        "db_host": args.db_host,
+        "db_name": args.db_name,
+        "cross_account_role_arn": args.role_arn,
+        "cross_account_external_id": _external_id(args.external_id),
+    }
+    optional = {"db_port": args.db_port, "start_date": args.start_date, "catalog_conn_id": args.catalog_conn_id}
+    raw.update({k: v for k, v in optional.items() if v is not None})
+    register_secret(str(raw["cross_account_external_id"]))
+    duckling = Duckling.from_dict(raw, where="new entry")
+    if not path.parent.is_dir():
+        raise UsageError(f"registry folder {path.parent} does not exist; nothing written")
+    with _locked(path):
+        current = load_registry(path)
+        if duckling.team_id in current:
+            raise UsageError(
+                f"team {duckling.team_id} already has a duckling in {path.name} (bucket {current[duckling.team_id].bucket}); "
+                "nothing written. Edit the file to change an existing entry."
+            )
+        merged = [*current.values(), duckling]
+        # The same checks the DAG file applies when it loads the registry (own bucket, own catalog).
+        try:
+            parse_registry({"ducklings": [d.to_dict() for d in merged]}, source=f"{path.name} with the new entry")
+        except RegistryError as exc:
+            raise UsageError(f"{exc}; nothing written") from None
+        write_registry(merged, path)
+    out.print(f"Added team {duckling.team_id} to {path}:")
+    out.print(_entries_table([duckling], {}))
+    start = (duckling.start_date.isoformat() if duckling.start_date
+             else "the first day with data, once duckling_discover_start_dates has found it (within 15 min)")
+    out.print(
+        f"Next: duckling_events_backfill_team_{duckling.team_id} and duckling_persons_backfill_team_{duckling.team_id} "
+        f"appear on the next DAG parse and catch up from {start}.\n"
+        f"Check that every piece is reachable first: duckling catalog validate {duckling.team_id}"
+    )
+    return OK
+
+
+def list_entries(args: argparse.Namespace, out: Console) -> int:
+    """Show the registry as a table (external ids masked), with each team's start date and where it came from."""
+    path = registry_file(args)
+    ducklings = load_registry(path)
+    if not ducklings:
+        out.print(f"No ducklings in {path}. Add one with: duckling catalog add --help")
+        return OK
+    try:
+        discovered = discovered_dates(args)
+    except Exception:  # noqa: BLE001 - start dates are a detail of the listing, never a reason to fail it
+        discovered = {}
+    out.print(_entries_table(sorted(ducklings.values(), key=lambda d: d.team_id), discovered,
+                             title=f"{len(ducklings)} duckling(s) in {path}"))
+    return OK
+
+
+def _entries_table(ducklings: list[Duckling], discovered: StartDates, title: str | None = None) -> Any:
+    rows = []
+    for d in ducklings:
+        register_secret(d.cross_account_external_id)
+        port = f":{d.db_port}" if d.db_port else ""
+        rows.append((d.team_id, d.bucket, d.bucket_region, f"{d.db_name} on {d.db_host}{port}", d.cross_account_role_arn,
+                     mask(d.cross_account_external_id), start_label(d, discovered), d.catalog_conn_id))
+    columns = ("team", "bucket", "region", "catalog", "role", "external id", "start date", "connection")
+    return table(title, columns, rows, right=("team",))

@@ -1,0 +1,97 @@
+"""Read-only looks into a duckling: which days it holds, and per-day row counts with a cheap checksum.
+
+The lake is always attached ``read_only`` (no owner mark, no table creation): looking never changes it. A
+catalog that was never used reads as empty. The checksum is two sums both engines compute identically on
+the exported values: epoch microseconds of the day column and the byte length of ``distinct_id`` — no
+engine-specific hash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import duckdb
+
+from airflow_provider_duckling.catalog import Duckling
+from airflow_provider_duckling.errors import LakeUnavailableError
+from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+from airflow_provider_duckling.lake import qualified, table_exists
+from airflow_provider_duckling.quoting import duckdb_ident
+from airflow_provider_duckling.tables import PERSONS, PERSONS_CURRENT_VIEW, get_table
+
+# DuckLake's answer when a read-only attach finds an empty catalog database: reachable, never used.
+NEW_CATALOG = "creating a new DuckLake is explicitly disabled"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Rows and checksum of one team-day (or one team's current persons), on one side."""
+
+    rows: int
+    checksum: tuple[int, int]
+
+
+@contextmanager
+def attached(duckling: Duckling) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """The duckling attached read-only, or None when its catalog has never been initialised."""
+    with ExitStack() as stack:
+        try:
+            con = stack.enter_context(DuckLakeHook().attach(duckling, read_only=True))
+        except LakeUnavailableError as exc:
+            if NEW_CATALOG not in str(exc):
+                raise
+            con = None
+        yield con
+
+
+def registered_days(duckling: Duckling, tables: tuple[str, ...]) -> dict[str, set[dt.date]]:
+    """Per table, the UTC days holding at least one of the team's rows."""
+    out: dict[str, set[dt.date]] = {t: set() for t in tables}
+    with attached(duckling) as con:
+        if con is None:
+            return out
+        for name in tables:
+            table = get_table(name)
+            if not table_exists(con, table):
+                continue
+            day = duckdb_ident(table.day_column)
+            rows = con.execute(
+                f"SELECT DISTINCT CAST({day} AS DATE) FROM {qualified(table)} WHERE team_id = ?", [duckling.team_id]
+            ).fetchall()
+            out[name] = {d for (d,) in rows if d is not None}
+    return out
+
+
+def day_tallies(duckling: Duckling, first: dt.date, last: dt.date) -> dict[dt.date, Tally]:
+    """Events per UTC day in [first, last]: rows, Σ epoch µs of ``timestamp``, Σ bytes of ``distinct_id``."""
+    table = get_table("events")
+    day = duckdb_ident(table.day_column)
+    start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    with attached(duckling) as con:
+        if con is None or not table_exists(con, table):
+            return {}
+        rows = con.execute(
+            f"SELECT CAST({day} AS DATE) AS d, count(*), CAST(sum(epoch_us({day})) AS VARCHAR), "
+            f"CAST(sum(strlen(distinct_id)) AS VARCHAR) FROM {qualified(table)} "
+            f"WHERE team_id = ? AND {day} >= ? AND {day} < ? GROUP BY d",
+            [duckling.team_id, start, end],
+        ).fetchall()
+    return {d: Tally(int(n), (int(ts or 0), int(ids or 0))) for d, n, ts, ids in rows}
+
+
+def current_persons_tally(duckling: Duckling) -> Tally | None:
+    """The team's current persons (the ``persons_current`` view): rows, Σ person_version, Σ bytes of
+    ``distinct_id``; None when the lake has no persons yet."""
+    with attached(duckling) as con:
+        if con is None or not table_exists(con, PERSONS):
+            return None
+        n, versions, ids = con.execute(
+            "SELECT count(*), CAST(sum(person_version) AS VARCHAR), CAST(sum(strlen(distinct_id)) AS VARCHAR) "
+            f"FROM {qualified(PERSONS_CURRENT_VIEW)} WHERE team_id = ?",
+            [duckling.team_id],
+        ).fetchone()
+    return Tally(int(n), (int(versions or 0), int(ids or 0)))

@@ -1,0 +1,231 @@
+"""``duckling run PARTITION_KEY``: move one partition through Airflow, with the original system's options.
+
+Everything is validated before anything happens (the key, the team against the registry the DAGs are built
+from, the table, the options): a mistake exits 2 having written nothing, not even a DAG run. Then either
+
+* (default) a manual DAG run is created in Airflow's metadata DB, as ``airflow dags trigger`` does, with
+  ``conf = {"partition_key": …, options…}``; ``--wait`` follows it until it ends; or
+* ``--local`` runs it in this process with ``dag.test()`` (no scheduler needed: a laptop, a one-off).
+
+The outcome (rows, files, snapshot) comes from the register task's XCom; exit 1 when the run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+
+from airflow_provider_duckling.catalog import get_duckling
+from airflow_provider_duckling.cli.errors import OK, PROBLEMS, RunNotStarted, UsageError
+from airflow_provider_duckling.cli.render import progress, table
+from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.export import merged_settings
+from airflow_provider_duckling.options import parse_clickhouse_settings
+from airflow_provider_duckling.partitions import Partition
+from airflow_provider_duckling.redaction import scrub
+
+TASKS = ("wait_for_late_events", "export", "register")
+_DONE = ("success", "failed", "skipped", "upstream_failed", "removed")
+
+
+def build_conf(args: argparse.Namespace, partition: Partition) -> dict[str, Any]:
+    """The DAG run conf: the partition and only the options the user changed (Params fill the rest)."""
+    conf: dict[str, Any] = {"partition_key": partition.key}
+    if args.clickhouse_settings is not None:
+        try:
+            settings = parse_clickhouse_settings(args.clickhouse_settings)
+            merged_settings(settings)  # names and values validated here, before anything runs
+        except ConfigurationError as exc:
+            raise UsageError(f"--clickhouse-settings: {exc}") from None
+        conf["clickhouse_settings"] = settings
+    flags = {
+        "dry_run": ("dry_run", True), "skip_schema_validation": ("skip_schema_validation", True),
+        "no_create_tables": ("create_tables_if_missing", False), "delete_tables": ("delete_tables", True),
+        "skip_registration": ("skip_ducklake_registration", True), "no_cleanup": ("cleanup_existing_partition_data", False),
+    }
+    for flag, (option, value) in flags.items():
+        if getattr(args, flag):
+            conf[option] = value
+    if args.full_export:
+        if args.table != "persons":
+            raise UsageError("--full-export applies to --table persons only; events move one UTC day at a time")
+        conf["full_export"] = True
+    return conf
+
+
+def _confirm_delete(args: argparse.Namespace, team_id: int) -> None:
+    """``--delete-tables`` drops every day of the table: ask (on a terminal) or require ``--yes``."""
+    if not args.delete_tables or args.yes or args.dry_run:
+        return
+    question = (f"--delete-tables drops posthog.{args.table} in team {team_id}'s duckling (every day) before "
+                f"registering this run. Type the team id to confirm: ")
+    if sys.stdin.isatty():
+        if input(question).strip() == str(team_id):
+            return
+        raise UsageError("not confirmed; nothing done")
+    raise UsageError("--delete-tables drops every day of the table: add --yes to confirm; nothing done")
+
+
+def run(args: argparse.Namespace, out: Console) -> int:
+    """Validate, then trigger (optionally wait) or run locally; exit 1 when the run does not succeed."""
+    from airflow_provider_duckling.dag_factory import dag_id_for
+
+    partition = Partition.parse(args.partition_key)
+    get_duckling(partition.team_id)  # the registry the DAGs are built from
+    conf = build_conf(args, partition)
+    _confirm_delete(args, partition.team_id)
+    dag_id = dag_id_for(args.table, partition.team_id)
+    if args.local:
+        return _local(dag_id, partition, conf, out)
+    run_id = _trigger(dag_id, partition, conf, out)
+    if not args.wait:
+        out.print(f"Follow it in the UI (DAG {dag_id}) or with: duckling status {partition.team_id}")
+        return OK
+    return _wait(dag_id, run_id, out, args.timeout, args.poll_interval)
+
+
+def _trigger(dag_id: str, partition: Partition, conf: dict[str, Any], out: Console) -> str:
+    """Create a queued manual DAG run (what ``airflow dags trigger`` does); the scheduler picks it up."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.exceptions import DagNotFound
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunTriggeredByType
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    key = f"{partition.team_id}_full" if conf.get("full_export") else partition.key
+    run_id = f"manual__duckling-cli__{key}__{stamp}"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = None
+    try:
+        dag_run = trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.CLI, run_id=run_id, conf=conf,
+                              triggering_user_name=user)
+    except DagNotFound:
+        raise RunNotStarted(f"DAG {dag_id} is not in Airflow's metadata DB yet: the dag-processor has not parsed the "
+                            "registry since this team was added (or use --local)") from None
+    with create_session() as session:
+        model = session.get(DagModel, dag_id)
+        paused = bool(model and model.is_paused)
+    state = getattr(getattr(dag_run, "state", None), "value", "queued")
+    out.print(f"Triggered {dag_id}: run {run_id} ({state}), conf {json.dumps(conf, sort_keys=True)}")
+    if paused:
+        out.print(f"Note: {dag_id} is paused; the run waits until it is unpaused.")
+    return run_id
+
+
+def _wait(dag_id: str, run_id: str, out: Console, timeout: float, poll: float) -> int:
+    """Poll the run until it ends, showing its tasks; exit 1 on failure or when ``timeout`` seconds pass."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    started, shown = time.monotonic(), 0
+    with progress(out, run_id, len(TASKS)) as advance:
+        while True:
+            with create_session() as session:
+                dag_run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
+                state = str(getattr(dag_run.state, "value", dag_run.state))
+                tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state))
+                         for ti in dag_run.get_task_instances(session=session)}
+            done = sum(1 for s in tasks.values() if s in _DONE)
+            current = next((t for t in TASKS if tasks.get(t) not in _DONE), "")
+            advance(done - shown, note=f"{state} {current}".strip())
+            shown = done
+            if state in ("success", "failed"):
+                break
+            if timeout and time.monotonic() - started >= timeout:
+                out.print(f"Run {run_id} is still {state} after {timeout:g} s (is a scheduler running?); it goes on "
+                          "in Airflow.")
+                return PROBLEMS
+            time.sleep(poll)
+    return report(dag_id, run_id, out)
+
+
+def _local(dag_id: str, partition: Partition, conf: dict[str, Any], out: Console) -> int:
+    """``dag.test()`` the run in this process, after storing the DAGs as the dag-processor would."""
+    from airflow.configuration import conf as airflow_conf
+
+    from airflow_provider_duckling.airflow_env import load_dags
+
+    bag = load_dags(airflow_conf.get("core", "dags_folder"))
+    dag = bag.get_dag(dag_id)
+    if dag is None:
+        errors = "; ".join(f"{path}: {str(err).strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
+        raise RunNotStarted(scrub(f"DAG {dag_id} was not built from the DAGs folder" + (f" ({errors})" if errors else "")))
+    out.print(f"Running {dag_id} for {conf.get('partition_key')} in this process (dag.test) …")
+    dag_run = dag.test(logical_date=local_logical_date(partition.day), run_conf=conf)
+    if dag_run.data_interval_start is None or dag_run.data_interval_start.date() != partition.day:
+        raise RunNotStarted(f"{dag_id}: the local run covers {dag_run.data_interval_start}, not {partition.day}")
+    return report(dag_id, dag_run.run_id, out)
+
+
+def local_logical_date(day: dt.date) -> dt.datetime:
+    """A logical date whose inferred data interval is ``day``, unique to this run.
+
+    A manual run's interval is the last one that ended before its logical date, so any instant in
+    (D + 1 00:00, D + 2 00:00) means day D. It is never midnight (D + 1's scheduled run) and never repeats:
+    ``dag.test()`` deletes an earlier run with the same logical date, and the history of earlier runs
+    (a failure, say) must stay visible to ``duckling status`` and in the UI.
+    """
+    offset = dt.timedelta(seconds=1, microseconds=time.time_ns() // 1000 % (86_000 * 10**6))
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) + offset
+
+
+def report(dag_id: str, run_id: str, out: Console) -> int:
+    """One table with the run's outcome, from the metadata DB and the register (or export) task's XCom."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        dag_run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
+        state = str(getattr(dag_run.state, "value", dag_run.state))
+        asked = (dag_run.conf or {}).get("partition_key")
+        tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state))
+                 for ti in dag_run.get_task_instances(session=session)}
+        results: dict[str, Any] = {}
+        for task_id in ("export", "register"):
+            row = session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id, task_ids=task_id,
+                                                     key="return_value")).first()
+            if row is not None:
+                results[task_id] = XComModel.deserialize_value(row)
+    failed = sorted(task for task, task_state in tasks.items() if task_state in ("failed", "upstream_failed"))
+    exported, registered = results.get("export") or {}, results.get("register") or {}
+    if exported.get("dry_run") or registered.get("dry_run"):
+        outcome = "dry run: nothing written (rows, files: what it would write)"
+    elif registered.get("skipped") or (exported and tasks.get("register") == "skipped"):
+        outcome = "exported only: registration skipped, the lake is untouched"
+    elif registered:
+        outcome = "registered"
+    else:
+        outcome = "–"
+    rows = [(
+        registered.get("partition") or exported.get("partition") or asked or "–", state, outcome,
+        registered.get("rows", exported.get("rows", "–")), _files(registered, exported),
+        registered.get("deleted_rows", "–"), registered.get("snapshot_id", "–"),
+    )]
+    out.print(table(f"{dag_id} · {run_id}", ("partition", "state", "outcome", "rows", "files", "replaced rows", "snapshot"),
+                    rows, right=("rows", "files", "replaced rows", "snapshot")))
+    if state == "success":
+        return OK
+    if failed:
+        out.print(f"Failed task(s): {', '.join(failed)}. Its log has one event=task_failed line with the reason.")
+    return PROBLEMS
+
+
+def _files(registered: dict[str, Any], exported: dict[str, Any]) -> int | str:
+    """Files registered (a count in register's XCom), else files exported (a list in export's)."""
+    if isinstance(registered.get("files"), int):
+        return registered["files"]
+    files = exported.get("files")
+    return len(files) if isinstance(files, list) else "–"

@@ -1,0 +1,109 @@
+"""``duckling verify TEAM``: reconcile ClickHouse with the duckling and name the days that differ.
+
+Events, per UTC day: ClickHouse's side is the export's own SELECT (``tables.export_select``: same team and
+day filter, same casts), so verify checks exactly what a run would have written; the lake side is one
+read-only query over the range. Each side reports its row count and a cheap checksum both engines compute
+identically (Σ epoch µs of ``timestamp``, Σ bytes of ``distinct_id``). Persons: the team's current persons
+in ClickHouse against the lake's ``persons_current`` view (one comparison; persons have no per-day truth,
+since a person's row moves to the day of its latest update).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from rich.console import Console
+
+from airflow_provider_duckling.catalog import Duckling
+from airflow_provider_duckling.cli.errors import OK, PROBLEMS, UsageError
+from airflow_provider_duckling.cli.lake_read import Tally, current_persons_tally, day_tallies, registered_days
+from airflow_provider_duckling.cli.render import progress, table
+from airflow_provider_duckling.cli.selection import discovered_dates, select, start_for, yesterday
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.partitions import parse_day
+from airflow_provider_duckling.quoting import clickhouse_ident
+from airflow_provider_duckling.tables import EVENTS, PERSONS, export_select
+
+# The checksum's first term per table, over the export's own output columns (the lake's side is in lake_read).
+_EVENTS_TERM = f"toUnixTimestamp64Micro({clickhouse_ident(EVENTS.day_column)})"
+_PERSONS_TERM = clickhouse_ident("person_version")
+
+
+def _clickhouse_tally(hook: ClickHouseHook, select_sql: str, term: str, params: dict[str, object]) -> Tally:
+    """Rows and checksum of the export SELECT's output (Int128 sums: no overflow, the same as DuckDB's HUGEINT)."""
+    ids = clickhouse_ident("distinct_id")
+    ((rows, a, b),) = hook.query_rows(
+        f"SELECT count(), toString(sum(toInt128({term}))), toString(sum(toInt128(length({ids})))) FROM ({select_sql})",
+        params,
+    )
+    return Tally(int(rows), (int(a), int(b)))
+
+
+def day_range(args: argparse.Namespace, duckling: Duckling) -> tuple[dt.date, dt.date]:
+    """``--from``/``--to`` (closed UTC days), defaulting to the team's start date (else the lake's first day)
+    and yesterday."""
+    last = parse_day(args.to) if args.to else yesterday()
+    if args.since:
+        first = parse_day(args.since)
+    else:
+        first = start_for(duckling, "events", discovered_dates(args))
+        if first is None:
+            days = registered_days(duckling, ("events",))["events"]
+            if not days:
+                raise UsageError("no start date is known for this team and its lake holds no events: pass --from DAY")
+            first = min(days)
+    if first > last:
+        raise UsageError(f"--from {first} is after --to {last}")
+    return first, last
+
+
+def run(args: argparse.Namespace, out: Console) -> int:
+    """Compare; print the differing days (or the persons totals); exit 1 when anything differs."""
+    (duckling,) = select(args, [args.team])
+    if args.table == "persons":
+        if args.since or args.to:
+            raise UsageError("--from/--to apply to events; persons are compared as the team's current persons")
+        return _persons(duckling, out)
+    first, last = day_range(args, duckling)
+    days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    lake = day_tallies(duckling, first, last)
+    hook = ClickHouseHook()
+    select_sql = export_select(EVENTS, hook.database, daily=True)
+    empty = Tally(0, (0, 0))
+    differing: list[tuple[dt.date, Tally, Tally]] = []
+    with progress(out, f"team {duckling.team_id} events", len(days)) as advance:
+        for day in days:
+            source = _clickhouse_tally(hook, select_sql, _EVENTS_TERM, {"team_id": duckling.team_id, "day": day})
+            held = lake.get(day, empty)
+            if source != held:
+                differing.append((day, source, held))
+            advance(note=day.isoformat())
+    span = f"team {duckling.team_id} events, {first} … {last} ({len(days)} days)"
+    if not differing:
+        out.print(f"All days match: {span}, rows and checksums.")
+        return OK
+    rows = [(day, s.rows, h.rows, f"{h.rows - s.rows:+d}", "same" if s.checksum == h.checksum else "differs")
+            for day, s, h in differing]
+    out.print(table(f"Days that differ: {span}", ("day", "clickhouse rows", "duckling rows", "difference", "checksum"),
+                    rows, right=("clickhouse rows", "duckling rows", "difference")))
+    out.print(f"{len(differing)} of {len(days)} day(s) differ. Re-run one with: "
+              f"duckling run {duckling.team_id}_{differing[0][0]}")
+    return PROBLEMS
+
+
+def _persons(duckling: Duckling, out: Console) -> int:
+    hook = ClickHouseHook()
+    team_id = duckling.team_id
+    source = _clickhouse_tally(hook, export_select(PERSONS, hook.database, daily=False), _PERSONS_TERM,
+                               {"team_id": team_id})
+    held = current_persons_tally(duckling) or Tally(0, (0, 0))
+    rows = [("clickhouse (current)", source.rows), ("duckling (persons_current)", held.rows)]
+    out.print(table(f"Team {team_id} persons", ("side", "persons"), rows, right=("persons",)))
+    if source == held:
+        out.print("Persons match: rows and checksums.")
+        return OK
+    what = "rows" if source.rows != held.rows else "checksums"
+    out.print(f"Persons differ ({what}). Refresh them with: duckling run {team_id}_{yesterday()} --table persons "
+              "--full-export")
+    return PROBLEMS
