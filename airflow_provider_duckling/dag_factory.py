@@ -45,13 +45,17 @@ RETRY_DAG_ID = "duckling_retry_failed_partitions"
 
 
 def default_args() -> dict[str, Any]:
-    """Task retries with exponential backoff (``[duckling] task_retries`` / ``retry_delay_seconds``)."""
+    """Task retries with exponential backoff (``[duckling] task_retries`` / ``retry_delay_seconds``), and
+    top-ups ranked ahead of history (:class:`~airflow_provider_duckling.priority.RecentDaysFirst`)."""
+    from airflow_provider_duckling.priority import RecentDaysFirst
+
     return {
         "owner": "duckling",
         "retries": settings.task_retries(),
         "retry_delay": settings.retry_delay(),
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(hours=1),
+        "weight_rule": RecentDaysFirst(),
     }
 
 
@@ -127,6 +131,7 @@ def build_team_dag(duckling: Duckling, table: str, start: dt.date | None, *, max
             common["full_export"] = _option("full_export")
         export = ClickHouseToDucklingS3Operator(
             task_id="export",
+            pool=settings.export_pool(),
             execution_timeout=dt.timedelta(hours=3),
             clickhouse_settings=_option("clickhouse_settings"),
             skip_schema_validation=_option("skip_schema_validation"),
@@ -134,6 +139,8 @@ def build_team_dag(duckling: Duckling, table: str, start: dt.date | None, *, max
         )
         register = DuckLakeRegisterOperator(
             task_id="register",
+            # One commit at a time per team and table (commits to one lake are also retried on conflict).
+            max_active_tis_per_dag=1,
             execution_timeout=dt.timedelta(hours=1),
             export_task_id="export",
             skip_ducklake_registration=_option("skip_ducklake_registration"),

@@ -176,9 +176,16 @@ def export_partition(
 
 
 def _written_files(clickhouse: ClickHouseHook, storage: DucklingStorage, pattern: str) -> list[tuple[str, int, int]]:
-    """(key, rows, bytes) of each file matching ``pattern``, from the Parquet footers (no data scan)."""
-    directory = pattern.rsplit("/", 1)[0] + "/"
+    """(key, rows, bytes) of each file matching ``pattern``, from the Parquet footers (no data scan).
+
+    One file is read by its exact key: an empty day's file holds no row group, so grouping by file would
+    not see it.
+    """
     destination, params = storage.clickhouse_table_function(pattern)
+    if "*" not in pattern:
+        rows, size = clickhouse.query_rows(f"SELECT count(), any(_size) FROM {destination}", params)[0]
+        return [(pattern, int(rows), int(size or 0))]
+    directory = pattern.rsplit("/", 1)[0] + "/"
     found = clickhouse.query_rows(
         f"SELECT _file, count(), any(_size) FROM {destination} GROUP BY _file ORDER BY _file", params,
     )

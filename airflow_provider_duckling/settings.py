@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 
 from airflow_provider_duckling.errors import ConfigurationError
@@ -114,3 +115,26 @@ def rows_per_file() -> int:
     registered in one transaction.
     """
     return _int("rows_per_file", 5_000_000, 1_000, 1_000_000_000)
+
+
+def topup_days() -> int:
+    """``[duckling] topup_days``: runs of the last this many days are top-ups, scheduled ahead of history (default 3)."""
+    return _int("topup_days", 3, 0, 366)
+
+
+def export_pool() -> str:
+    """``[duckling] export_pool``: the Airflow pool that bounds concurrent exports (default ``duckling_exports``).
+
+    Create it once with ``duckling setup`` (or ``airflow pools set duckling_exports 8 ...``); an export in a
+    pool that does not exist is never scheduled.
+    """
+    name = (_get("export_pool", "duckling_exports") or "duckling_exports").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,256}", name):
+        raise ConfigurationError(f"[duckling] export_pool must be a pool name (letters, digits, _ . -), got {name!r}")
+    return name
+
+
+def export_pool_slots() -> int:
+    """``[duckling] export_pool_slots``: the size ``duckling setup`` gives the export pool (default 8):
+    at most this many exports hit ClickHouse at once, across all teams."""
+    return _int("export_pool_slots", 8, 1, 10_000)

@@ -122,7 +122,12 @@ def test_the_stack_declares_every_service_and_airflow_is_celery_shaped():
     assert commands["airflow-dag-processor"] == "dag-processor"
     assert commands["airflow-triggerer"] == "triggerer"
     assert commands["airflow-worker"] == "celery worker"
-    assert "airflow version" in " ".join(commands["airflow-init"]) and env_of("airflow-init")["_AIRFLOW_DB_MIGRATE"] == "true"
+    init = " ".join(commands["airflow-init"])
+    assert env_of("airflow-init")["_AIRFLOW_DB_MIGRATE"] == "true"
+    # The provider's one-time setup: the pool every export task runs in (settings.export_pool()).
+    from airflow_provider_duckling.settings import export_pool
+
+    assert f'/entrypoint airflow pools set {export_pool()} "8"' in init
     assert env_of("airflow-init")["_AIRFLOW_WWW_USER_CREATE"] == "true"
     # The UI on 8080; workers scale out: no fixed container name, no host port.
     assert any(str(p).endswith(":8080") for p in SERVICES["airflow-apiserver"]["ports"])

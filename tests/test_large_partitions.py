@@ -92,3 +92,10 @@ def test_rows_per_file_must_be_a_positive_whole_number(stack, duckling):
         with pytest.raises(ConfigurationError, match="rows_per_file must be a whole number"):
             task._rows_per_file()
     assert stack.keys(duckling.bucket) == []
+
+
+def test_an_empty_day_is_one_empty_file(stack, duckling):
+    empty = dt.date(2024, 4, 3)
+    assert run(TEAM, empty).state == "success"
+    assert _file_rows(stack, duckling, empty) and set(_file_rows(stack, duckling, empty).values()) == {0}
+    assert lake_day_counts(duckling, "events").get(empty, 0) == 0

@@ -61,7 +61,9 @@ class AirflowStack:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def make_airflow_stack(home: Path, base_env: dict[str, str], metadata_url: str, extra: dict[str, str]) -> AirflowStack:
+def make_airflow_stack(
+    home: Path, base_env: dict[str, str], metadata_url: str, extra: dict[str, str], export_pool_slots: int = 4,
+) -> AirflowStack:
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     env = {
@@ -84,4 +86,8 @@ def make_airflow_stack(home: Path, base_env: dict[str, str], metadata_url: str, 
     result = stack.airflow("db", "migrate")
     if result.returncode != 0:
         raise RuntimeError("airflow db migrate failed:\n" + result.stderr[-3000:])
+    # The provider's one-time setup: the pool that bounds concurrent exports.
+    result = stack.airflow("pools", "set", "duckling_exports", str(export_pool_slots), "duckling exports at once")
+    if result.returncode != 0:
+        raise RuntimeError("airflow pools set failed:\n" + result.stderr[-3000:])
     return stack
