@@ -42,6 +42,7 @@ DAY_TEMPLATE = (
     "else (dag_run.run_after - macros.timedelta(days=1)).strftime('%Y-%m-%d') }}"
 )
 RETRY_DAG_ID = "duckling_retry_failed_partitions"
+MAINTENANCE_DAG_ID = "duckling_maintenance"
 
 
 def default_args() -> dict[str, Any]:
@@ -151,7 +152,9 @@ def build_team_dag(duckling: Duckling, table: str, start: dt.date | None, *, max
     return dag
 
 
-def housekeeping_dag(dag_id: str, cron: str, description: str, retries: int = 2) -> DAG:
+def housekeeping_dag(
+    dag_id: str, cron: str, description: str, retries: int = 2, params: dict[str, Param] | None = None,
+) -> DAG:
     """A provider-wide DAG on a cron, latest run only, one at a time, on from the start."""
     return DAG(
         dag_id=dag_id,
@@ -163,6 +166,7 @@ def housekeeping_dag(dag_id: str, cron: str, description: str, retries: int = 2)
         is_paused_upon_creation=False,
         default_args={"owner": "duckling", "retries": retries, "retry_delay": dt.timedelta(minutes=1)},
         tags=["duckling", "housekeeping"],
+        params=params,
     )
 
 
@@ -261,6 +265,44 @@ def build_health_dag(problems: list[str]) -> DAG:
     return dag
 
 
+def build_maintenance_dag(team_ids: list[int]) -> DAG:
+    """Daily: one maintenance pass per duckling (a mapped task each): merge small files, expire old
+    snapshots, delete unreferenced files and old never-registered exports. ``dry_run`` reports only."""
+    params = {
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Report what would be merged, expired and deleted; change nothing."),
+        "snapshot_retention_days": Param(
+            settings.snapshot_retention_days(), type="integer", minimum=0, title="Snapshot retention (days)",
+            description="Expire snapshots older than this; files only they referenced are deleted."),
+        "orphan_retention_days": Param(
+            settings.orphan_retention_days(), type="integer", minimum=1, title="Orphan safety window (days)",
+            description="Delete exports that were never registered once they are this old."),
+        "merge": Param(True, type="boolean", title="Merge small files",
+                       description="Merge each table's small daily files into larger ones."),
+    }
+    with housekeeping_dag(
+        MAINTENANCE_DAG_ID, "30 4 * * *",
+        "Merges small files, expires old snapshots and removes unreferenced files in every duckling",
+        params=params,
+    ) as dag:
+
+        @task(task_id="maintain", max_active_tis_per_dag=2, map_index_template="team {{ task.op_kwargs['team_id'] }}")
+        def maintain(team_id: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
+            from airflow_provider_duckling.maintenance import run_maintenance
+
+            params = params or {}
+            return run_maintenance(
+                team_id,
+                dry_run=bool(params.get("dry_run", False)),
+                snapshot_retention=dt.timedelta(days=int(params.get("snapshot_retention_days", 7))),
+                orphan_retention=dt.timedelta(days=int(params.get("orphan_retention_days", 7))),
+                merge=bool(params.get("merge", True)),
+            )
+
+        maintain.expand(team_id=team_ids)
+    return dag
+
+
 def start_for(duckling: Duckling, table: str, inputs: DagInputs) -> dt.date | None:
     """The registry's explicit start date, else the discovered one (never before the floor)."""
     start = duckling.start_date or inputs.start_dates.get(table, {}).get(duckling.team_id)
@@ -276,6 +318,7 @@ def build_dags(registry_path: str | Path | None = None) -> dict[str, DAG]:
         DISCOVERY_DAG_ID: build_discovery_dag,
         RETRY_DAG_ID: build_retry_dag,
         HEALTH_DAG_ID: lambda: build_health_dag(inputs.problems),
+        MAINTENANCE_DAG_ID: lambda: build_maintenance_dag(sorted(inputs.ducklings)),
     }
     for name, builder in housekeeping.items():
         if not wanted or wanted == name:

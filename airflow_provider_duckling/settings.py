@@ -138,3 +138,22 @@ def export_pool_slots() -> int:
     """``[duckling] export_pool_slots``: the size ``duckling setup`` gives the export pool (default 8):
     at most this many exports hit ClickHouse at once, across all teams."""
     return _int("export_pool_slots", 8, 1, 10_000)
+
+
+def snapshot_retention_days() -> int:
+    """``[duckling] snapshot_retention_days``: maintenance expires snapshots older than this (default 7)."""
+    return _int("snapshot_retention_days", 7, 0, 3650)
+
+
+def orphan_retention_days() -> int:
+    """``[duckling] orphan_retention_days``: an export never registered is deleted once this old (default 7,
+    the later pass's look-back: a late retry may still register it)."""
+    return _int("orphan_retention_days", 7, 1, 3650)
+
+
+def maintenance_memory_limit() -> str:
+    """``[duckling] maintenance_memory_limit``: DuckDB memory limit of a maintenance pass (default ``2GB``)."""
+    value = (_get("maintenance_memory_limit", "2GB") or "2GB").strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, flags=re.IGNORECASE):
+        raise ConfigurationError(f"[duckling] maintenance_memory_limit must look like 2GB or 512MB, got {value!r}")
+    return value

@@ -7,6 +7,8 @@ handed to ClickHouse as bound query parameters, never pasted into SQL text.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,48 @@ class DucklingStorage:
             params["dest_token"] = self.credentials.session_token
             return "s3({dest_url:String}, {dest_key_id:String}, {dest_secret:String}, {dest_token:String}, 'Parquet')", params
         return "s3({dest_url:String}, {dest_key_id:String}, {dest_secret:String}, 'Parquet')", params
+
+    def _s3_client(self) -> Any:
+        import boto3
+
+        if self.credentials is None:
+            raise ValueError(f"no credentials for s3://{self.bucket}: assume the duckling's role first")
+        return boto3.client(
+            "s3", region_name=self.region, endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.credentials.key_id, aws_secret_access_key=self.credentials.secret,
+            aws_session_token=self.credentials.session_token,
+        )
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, dt.datetime]]:
+        """``(uri, last modified)`` of each object under ``prefix``, a page at a time (bounded memory)."""
+        if self.local_dir is not None:
+            root = self.local_dir / prefix
+            for path in sorted(root.rglob("*")) if root.exists() else []:
+                if path.is_file():
+                    modified = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+                    yield self.uri(str(path.relative_to(self.local_dir))), modified
+            return
+        pages = self._s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield self.uri(item["Key"]), item["LastModified"]
+
+    def delete(self, uris: list[str]) -> None:
+        """Delete objects (as :meth:`uri` names them) of this duckling; anything outside it is refused."""
+        keys = []
+        for uri in uris:
+            if not uri.startswith(self.data_path):
+                raise ValueError(f"refusing to delete {uri!r}: not in this duckling's {self.data_path}")
+            keys.append(uri[len(self.data_path):])
+        if self.local_dir is not None:
+            for key in keys:
+                (self.local_dir / key).unlink(missing_ok=True)
+            return
+        client = self._s3_client()
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": key} for key in keys[start:start + 1000]]
+            answer = client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise RuntimeError(f"S3 refused to delete {len(answer['Errors'])} object(s), e.g. {first.get('Key')}: "
+                                   f"{first.get('Code')}")

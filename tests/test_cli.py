@@ -441,3 +441,13 @@ def test_verify_persons_compares_current_persons(registry, capsys):
                     "(SELECT min(distinct_id) FROM lake.posthog.persons WHERE team_id = 67)")
     code, out, _ = cli(capsys, "verify", "67", "--table", "persons")
     assert code == 1 and "Persons differ (rows)" in out
+
+
+def test_setup_creates_and_resizes_the_export_pool(airflow_db, capsys):
+    from airflow.models.pool import Pool
+
+    code, out, _ = cli(capsys, "setup", "--export-slots", "3")
+    assert code == 0 and "Export pool duckling_exports: 3 slots" in out
+    assert Pool.get_pool("duckling_exports").slots == 3
+    code, out, _ = cli(capsys, "setup", "--export-slots", "5")
+    assert code == 0 and Pool.get_pool("duckling_exports").slots == 5

@@ -46,18 +46,28 @@ def test_team_dags_bound_exports_and_serialise_commits(stack):
     assert type(export.weight_rule).__name__ == "RecentDaysFirst"
 
 
-def _export_instances(stack) -> list[tuple[str, str, int, dt.datetime | None, dt.datetime | None, str]]:
+def _query(stack, sql: str) -> list[tuple]:
+    """Read the fair-catch-up Airflow's metadata database."""
     import psycopg2
 
     conn = psycopg2.connect(host="127.0.0.1", port=stack.postgres.port, user=stack.postgres.user,
                             password=stack.postgres.password, dbname="airflow_fair")
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT dag_id, run_id, priority_weight, start_date, end_date, state FROM task_instance "
-                        "WHERE task_id = 'export' ORDER BY start_date NULLS LAST")
+            cur.execute(sql)
             return cur.fetchall()
     finally:
         conn.close()
+
+
+def _export_instances(stack) -> list[tuple]:
+    """(dag_id, run_id, priority_weight, start, end, state) of every export, in start order."""
+    return _query(stack, "SELECT dag_id, run_id, priority_weight, start_date, end_date, state FROM task_instance "
+                         "WHERE task_id = 'export' ORDER BY start_date NULLS LAST")
+
+
+def _successful_runs(stack) -> set[str]:
+    return {dag_id for (dag_id,) in _query(stack, "SELECT DISTINCT dag_id FROM dag_run WHERE state = 'success'")}
 
 
 def _max_overlap(intervals: list[tuple[dt.datetime, dt.datetime]]) -> int:
@@ -95,7 +105,7 @@ def test_history_does_not_starve_top_ups(stack):
         rows = []
         while time.monotonic() < deadline:
             rows = _export_instances(stack)
-            done = {dag for dag, _, _, _, _, state in rows if dag in topup_dags and state == "success"}
+            done = _successful_runs(stack) & topup_dags
             if done == topup_dags:
                 break
             time.sleep(3)

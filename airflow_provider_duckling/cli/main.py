@@ -39,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show Airflow's and the engines' log lines")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
+    setup = commands.add_parser(
+        "setup", help="one-time setup: create (or resize) the export pool", epilog=_EPILOG,
+        description="Creates the Airflow pool every export task runs in ([duckling] export_pool, default "
+                    "duckling_exports). Exports in a pool that does not exist are never scheduled.")
+    setup.add_argument("--export-slots", type=int, metavar="N",
+                       help="exports at once across all teams (default: [duckling] export_pool_slots, 8)")
+    setup.set_defaults(handler="setup:run")
+
     catalog = commands.add_parser("catalog", help="the duckling registry: add, list, validate", epilog=_EPILOG)
     catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="ACTION")
     catalog.set_defaults(handler=None, parser=catalog)

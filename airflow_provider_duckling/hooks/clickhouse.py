@@ -156,7 +156,13 @@ class ClickHouseHook(BaseHook):
         return self._chdb_path is not None
 
     def execute(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
-        """Run a statement that returns no rows (DDL, ``INSERT INTO FUNCTION …``)."""
+        """Run a statement that returns no rows (DDL, ``INSERT INTO FUNCTION …``).
+
+        :param sql: the statement, with ``{name:Type}`` placeholders for values.
+        :param parameters: the placeholders' values, bound server-side (never pasted into ``sql``).
+        :raises ClickHouseQueryError: ClickHouse refused the statement itself (not retried).
+        :raises ClickHouseError: anything a retry may cure (timeout, network, memory).
+        """
         self._configure()
         try:
             if self._chdb_path is not None:
@@ -167,7 +173,11 @@ class ClickHouseHook(BaseHook):
             raise _classified(scrub(_first_lines(exc))) from None
 
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a query and return its rows as tuples."""
+        """Run a query and return its rows as tuples.
+
+        :param sql: the query, with ``{name:Type}`` placeholders for values.
+        :param parameters: the placeholders' values, bound server-side.
+        """
         self._configure()
         try:
             if self._chdb_path is not None:

@@ -108,7 +108,11 @@ class DuckLakeHook(BaseHook):
         self.ducklake_conn_id = ducklake_conn_id
 
     def settings(self, duckling: Duckling | None = None) -> LakeSettings:
-        """Read the connection that applies to ``duckling`` (registry ``catalog_conn_id`` by default)."""
+        """Read the connection that applies to ``duckling`` (registry ``catalog_conn_id`` by default).
+
+        :param duckling: the registry entry; ``None`` reads this hook's (or the default) connection.
+        :raises ConfigurationError: the connection is missing or a field is invalid.
+        """
         conn_id = self.ducklake_conn_id or (duckling.catalog_conn_id if duckling else self.default_conn_name)
         try:
             conn = self.get_connection(conn_id)
@@ -140,7 +144,11 @@ class DuckLakeHook(BaseHook):
         )
 
     def storage(self, duckling: Duckling, settings: LakeSettings | None = None) -> DucklingStorage:
-        """The duckling's data location, with freshly assumed role credentials in S3 mode."""
+        """The duckling's data location, with freshly assumed role credentials in S3 mode.
+
+        :param duckling: the registry entry whose role is assumed.
+        :param settings: the connection's settings, if already read.
+        """
         settings = settings or self.settings(duckling)
         if settings.local_root is not None:
             return DucklingStorage(duckling.bucket, duckling.bucket_region, local_dir=settings.local_root / duckling.bucket)
@@ -153,6 +161,10 @@ class DuckLakeHook(BaseHook):
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A DuckDB connection with the duckling attached as ``lake``; closed on exit.
 
+        The catalog must be this duckling's (data path and owner mark checked; a first use claims it).
+
+        :param duckling: the registry entry to attach.
+        :param storage: its storage, if already resolved (else the role is assumed now).
         :param read_only: attach read-only (dry runs): nothing is written, not even a new catalog's tables.
         """
         settings = self.settings(duckling)
