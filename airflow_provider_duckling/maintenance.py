@@ -134,8 +134,10 @@ def maintain_lake(
         f"CALL ducklake_expire_snapshots('lake', dry_run => {flag}, older_than => ?)", [now - snapshot_retention],
     ).fetchall())
     report.expired_snapshots = len(expired)
+    # Files DuckLake scheduled for deletion up to this moment, including those the expiry above just
+    # released: no unexpired snapshot references them.
     old_files = con.execute(
-        f"CALL ducklake_cleanup_old_files('lake', dry_run => {flag}, older_than => ?)", [now],
+        f"CALL ducklake_cleanup_old_files('lake', dry_run => {flag}, older_than => ?)", [dt.datetime.now(dt.UTC)],
     ).fetchall()
     report.deleted_old_files = len(old_files)
     orphans, report.recent_orphans_kept = _orphans(con, storage, orphans_before)

@@ -65,10 +65,13 @@ def test_maintenance_merges_expires_and_deletes_only_unreferenced_files(stack, d
     assert report["files_before"] == len(live_before) and report["files_after"] < report["files_before"]
     assert report["merged_files"] >= 4 and report["expired_snapshots"] > 0
     assert report["deleted_orphans"] == 1 and report["recent_orphans_kept"] == 1
+    assert report["deleted_old_files"] >= 1  # at least the file the re-run of DAYS[0] replaced
     objects_after, live_after = _all_objects(stack, duckling), _live(duckling)
     assert live_after <= objects_after, live_after - objects_after  # every referenced file still exists
     deleted = objects_before - objects_after
     assert dry["orphan_paths"][0] in deleted and not deleted & live_after
+    (replaced,) = [k for k in objects_before - live_before if "/day=08/" in k]  # day 0's first file
+    assert replaced in deleted  # its snapshots expired: nothing references it any more
     recent_orphan = [k for k in objects_before if "/day=10/" in k and k not in live_before]
     assert recent_orphan and recent_orphan[0] in objects_after  # inside the safety window: kept
     assert _snapshots(duckling) < snapshots_before

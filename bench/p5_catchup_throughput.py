@@ -1,0 +1,150 @@
+"""P5: catch-up of 3 teams × 30 days through a real Airflow (scheduler, dag-processor, api-server,
+LocalExecutor on a PostgreSQL metadata DB), in partitions per minute, ÷ the same DAG shape with no-op tasks
+run by the same kind of Airflow in the same run. Goal ≥ 0.7.
+
+Both runs: one DAG per team and table (events, persons), daily data-interval schedule with catch-up from
+the first day, ``max_active_runs=4``, ``wait_for_late_events >> export >> register``, export in the
+``duckling_exports`` pool (4 slots), register one at a time per DAG. Ours moves real rows (chdb behind
+ClickHouse's HTTP interface → moto S3 → DuckLake on PostgreSQL); the baseline's tasks return at once.
+A partition is one successful DAG run; the rate is runs ÷ (last run's end − first run's start).
+
+    .venv/bin/python bench/p5_catchup_throughput.py [--days 30] [--rows 200] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+from _stack import airflow_home, engines, remove, table, workdir
+
+TEAMS = [1, 2, 3]
+
+NOOP_DAGS = '''
+import datetime as dt
+from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
+
+START = dt.datetime.fromisoformat("{start}")
+for team in {teams}:
+    for table in ("events", "persons"):
+        with DAG(dag_id=f"noop_{{table}}_team_{{team}}", schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+                 start_date=START, catchup=True, max_active_runs=4, is_paused_upon_creation=False,
+                 default_args={{"retries": 3, "retry_delay": dt.timedelta(seconds=1)}}) as dag:
+            wait = TimeDeltaSensor(task_id="wait_for_late_events", delta=dt.timedelta(0), mode="reschedule",
+                                   poke_interval=300)
+
+            @task(task_id="export", pool="duckling_exports")
+            def export():
+                return {{"rows": 0}}
+
+            @task(task_id="register", max_active_tis_per_dag=1)
+            def register(exported):
+                return exported
+
+            wait >> register(export())
+'''
+
+
+def _runs(stack, dbname: str) -> tuple[int, float | None]:
+    """(successful runs, seconds from the first run's start to the last one's end)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=stack.postgres.port, user=stack.postgres.user,
+                            password=stack.postgres.password, dbname=dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*), min(start_date), max(end_date) FROM dag_run WHERE state = 'success'")
+            done, first, last = cur.fetchone()
+            cur.execute("SELECT count(*) FROM dag_run WHERE state = 'failed'")
+            (failed,) = cur.fetchone()
+    finally:
+        conn.close()
+    if failed:
+        raise RuntimeError(f"{failed} run(s) failed in {dbname}")
+    return int(done), (last - first).total_seconds() if first and last else None
+
+
+def _catch_up(bench, name: str, dags_folder: Path, registry: Path, expected: int, timeout: float) -> tuple[int, float]:
+    from tests.support.airflow_stack import make_airflow_stack
+
+    stack = bench.stack
+    dbname = f"airflow_{name}"
+    stack.postgres.create_database(dbname)
+    url = (f"postgresql+psycopg2://{stack.postgres.user}:{stack.postgres.password}@127.0.0.1:"
+           f"{stack.postgres.port}/{dbname}")
+    airflow = make_airflow_stack(bench.root / name, dict(os.environ), url, {
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "AIRFLOW__DUCKLING__REGISTRY_PATH": str(registry),
+        "AIRFLOW__DUCKLING__SETTLE_MINUTES": "0",
+        "AIRFLOW__DUCKLING__RETRY_DELAY_SECONDS": "1",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }, export_pool_slots=4)
+    airflow.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done, seconds = _runs(stack, dbname)
+            if done >= expected:
+                return done, seconds or 0.0
+            time.sleep(5)
+        raise TimeoutError(f"{name}: {done} of {expected} runs after {timeout:.0f} s")
+    finally:
+        airflow.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--rows", type=int, default=200, help="events per team-day")
+    parser.add_argument("--quick", action="store_true", help="5 days")
+    parser.add_argument("--timeout", type=float, default=3600)
+    args = parser.parse_args()
+    days = 5 if args.quick else args.days
+
+    root = workdir("p5")
+    os.environ.update(airflow_home(root))
+    try:
+        with engines(root) as bench:
+            from airflow_provider_duckling.airflow_env import DAGS_FOLDER
+            from airflow_provider_duckling.catalog import write_registry
+            from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+            from airflow_provider_duckling.sample_data import create_schema, insert_events
+
+            last = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+            first = last - dt.timedelta(days=days - 1)
+            clickhouse = ClickHouseHook()
+            create_schema(clickhouse)
+            for team in TEAMS:
+                for n in range(days):
+                    insert_events(clickhouse, team, first + dt.timedelta(days=n), args.rows)
+            ducklings = [bench.stack.new_duckling(team, "p5", start_date=first) for team in TEAMS]
+            registry = root / "p5-ducklings.yaml"
+            write_registry(ducklings, registry)
+            noop_folder = root / "noop-dags"
+            noop_folder.mkdir()
+            start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC).isoformat()
+            (noop_folder / "noop_shape.py").write_text(NOOP_DAGS.format(start=start, teams=TEAMS))
+
+            expected = len(TEAMS) * 2 * days
+            base_runs, base_seconds = _catch_up(bench, "noop", noop_folder, registry, expected, args.timeout)
+            our_runs, our_seconds = _catch_up(bench, "duckling", DAGS_FOLDER, registry, expected, args.timeout)
+    finally:
+        remove(root)
+
+    base_rate, our_rate = base_runs / base_seconds * 60, our_runs / our_seconds * 60
+    ratio = our_rate / base_rate
+    print(f"P5 catch-up: {len(TEAMS)} teams × {days} days × 2 tables = {expected} partitions, {args.rows} events "
+          "per team-day, LocalExecutor (parallelism 4), export pool 4")
+    print(table(["", "runs", "seconds", "partitions/min"], [
+        ("no-op tasks (baseline)", base_runs, f"{base_seconds:.0f}", f"{base_rate:.1f}"),
+        ("duckling export + register", our_runs, f"{our_seconds:.0f}", f"{our_rate:.1f}"),
+    ]))
+    print(f"ratio {ratio:.2f} (goal ≥ 0.70): {'PASS' if ratio >= 0.7 else 'MISS'}")
+
+
+if __name__ == "__main__":
+    main()
