@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,20 @@ DAY_TEMPLATE = (
 )
 RETRY_DAG_ID = "duckling_retry_failed_partitions"
 MAINTENANCE_DAG_ID = "duckling_maintenance"
+
+
+@dataclass(frozen=True)
+class DagSettings:
+    """The ``[duckling]`` settings a team DAG is built from, read once per parse (not once per DAG)."""
+
+    settle: dt.timedelta
+    start_floor: dt.date
+    default_args: dict[str, Any]
+    export_pool: str
+
+    @classmethod
+    def read(cls) -> DagSettings:
+        return cls(settings.settle_delay(), settings.start_date_floor(), default_args(), settings.export_pool())
 
 
 def default_args() -> dict[str, Any]:
@@ -89,25 +105,30 @@ def _option(name: str) -> str:
     return "{{ params." + name + " }}"
 
 
-def build_team_dag(duckling: Duckling, table: str, start: dt.date | None, *, max_active_runs: int = 4) -> DAG:
+def build_team_dag(
+    duckling: Duckling, table: str, start: dt.date | None, *, max_active_runs: int = 4,
+    dag_settings: DagSettings | None = None,
+) -> DAG:
     """The DAG that back-fills and tops up ``table`` for one duckling.
 
     :param start: first day to back-fill; ``None`` while discovery has not run: the DAG then exists (and
         can be triggered by hand) but schedules nothing until its start date is known.
+    :param dag_settings: the settings, when the caller read them once for many DAGs.
     """
     from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 
-    settle = settings.settle_delay()
+    config = dag_settings or DagSettings.read()
+    settle = config.settle
     schedule = CronDataIntervalTimetable("0 0 * * *", timezone="UTC") if start else None
     waiting = "" if start else " (waiting for start-date discovery)"
     with DAG(
         dag_id=dag_id_for(table, duckling.team_id),
         description=f"Back-fill and daily top-up of {table} into team {duckling.team_id}'s duckling{waiting}",
         schedule=schedule,
-        start_date=dt.datetime.combine(start or settings.start_date_floor(), dt.time(), tzinfo=dt.UTC),
+        start_date=dt.datetime.combine(start or config.start_floor, dt.time(), tzinfo=dt.UTC),
         catchup=True,
         max_active_runs=max_active_runs,
-        default_args=default_args(),
+        default_args=dict(config.default_args),
         is_paused_upon_creation=False,
         render_template_as_native_obj=True,
         params=backfill_params(table),
@@ -132,7 +153,7 @@ def build_team_dag(duckling: Duckling, table: str, start: dt.date | None, *, max
             common["full_export"] = _option("full_export")
         export = ClickHouseToDucklingS3Operator(
             task_id="export",
-            pool=settings.export_pool(),
+            pool=config.export_pool,
             execution_timeout=dt.timedelta(hours=3),
             clickhouse_settings=_option("clickhouse_settings"),
             skip_schema_validation=_option("skip_schema_validation"),
@@ -303,29 +324,55 @@ def build_maintenance_dag(team_ids: list[int]) -> DAG:
     return dag
 
 
-def start_for(duckling: Duckling, table: str, inputs: DagInputs) -> dt.date | None:
+def start_for(duckling: Duckling, table: str, inputs: DagInputs, floor: dt.date | None = None) -> dt.date | None:
     """The registry's explicit start date, else the discovered one (never before the floor)."""
     start = duckling.start_date or inputs.start_dates.get(table, {}).get(duckling.team_id)
-    return max(start, settings.start_date_floor()) if start else None
+    return max(start, floor or settings.start_date_floor()) if start else None
 
 
-def build_dags(registry_path: str | Path | None = None) -> dict[str, DAG]:
-    """Every DAG, or only the one a task runner asked for."""
+_SHARD_FILE = re.compile(r"_shard_(\d+)_of_(\d+)$")
+
+
+def shard_of(dag_file: str | Path | None) -> tuple[int, int]:
+    """``(shard, shards)`` a DAG file is named for: ``…_shard_3_of_8.py`` builds the teams whose
+    ``team_id % 8 == 3``; any other name builds every team (``(0, 1)``)."""
+    match = _SHARD_FILE.search(Path(dag_file).stem) if dag_file else None
+    if not match:
+        return 0, 1
+    shard, shards = int(match.group(1)), int(match.group(2))
+    if not 0 <= shard < shards:
+        raise ValueError(f"{Path(dag_file).name}: shard {shard} of {shards} does not exist (0 … {shards - 1})")
+    return shard, shards
+
+
+def build_dags(registry_path: str | Path | None = None, *, dag_file: str | Path | None = None) -> dict[str, DAG]:
+    """Every DAG of this DAG file, or only the one a task runner asked for.
+
+    :param dag_file: the calling DAG file (``__file__``): named ``…_shard_K_of_N.py`` it builds only the
+        teams with ``team_id % N == K`` (the housekeeping DAGs live in shard 0), so that thousands of teams
+        parse as N files in parallel, each inside Airflow's import timeout.
+    """
     wanted = get_parsing_context().dag_id
+    shard, shards = shard_of(dag_file)
     inputs = load_dag_inputs(Path(registry_path) if registry_path else None)
     dags: dict[str, DAG] = {}
-    housekeeping = {
+    housekeeping: dict[str, Any] = {
         DISCOVERY_DAG_ID: build_discovery_dag,
         RETRY_DAG_ID: build_retry_dag,
         HEALTH_DAG_ID: lambda: build_health_dag(inputs.problems),
         MAINTENANCE_DAG_ID: lambda: build_maintenance_dag(sorted(inputs.ducklings)),
-    }
+    } if shard == 0 else {}
     for name, builder in housekeeping.items():
         if not wanted or wanted == name:
             dags[name] = builder()
+    config: DagSettings | None = None
     for duckling in inputs.ducklings.values():
+        if duckling.team_id % shards != shard:
+            continue
         for table in TABLES:
             dag_id = dag_id_for(table, duckling.team_id)
             if not wanted or wanted == dag_id:
-                dags[dag_id] = build_team_dag(duckling, table, start_for(duckling, table, inputs))
+                config = config or DagSettings.read()
+                dags[dag_id] = build_team_dag(duckling, table, start_for(duckling, table, inputs, config.start_floor),
+                                              dag_settings=config)
     return dags
