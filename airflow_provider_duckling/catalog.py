@@ -164,22 +164,26 @@ def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
     if not isinstance(data, dict) or not isinstance(data.get("ducklings", []), list):
         raise RegistryError(f"{source}: expected a mapping with a 'ducklings' list")
     entries: dict[int, Duckling] = {}
+    by_bucket: dict[str, Duckling] = {}
+    by_catalog: dict[tuple[str, int | None, str], Duckling] = {}
     for index, raw in enumerate(data.get("ducklings") or []):
         duckling = Duckling.from_dict(raw, where=f"{source}: ducklings[{index}]")
         if duckling.team_id in entries:
             raise RegistryError(f"{source}: ducklings[{index}]: team {duckling.team_id} is listed twice")
-        for other in entries.values():
-            if other.bucket == duckling.bucket:
-                raise RegistryError(
-                    f"{source}: ducklings[{index}] (team {duckling.team_id}): bucket {duckling.bucket} is already "
-                    f"team {other.team_id}'s; every duckling needs its own bucket"
-                )
-            if (other.db_host, other.db_port, other.db_name) == (duckling.db_host, duckling.db_port, duckling.db_name):
-                raise RegistryError(
-                    f"{source}: ducklings[{index}] (team {duckling.team_id}): catalog {duckling.db_name} on "
-                    f"{duckling.db_host} is already team {other.team_id}'s; every duckling needs its own catalog"
-                )
-        entries[duckling.team_id] = duckling
+        other = by_bucket.get(duckling.bucket)
+        if other is not None:
+            raise RegistryError(
+                f"{source}: ducklings[{index}] (team {duckling.team_id}): bucket {duckling.bucket} is already "
+                f"team {other.team_id}'s; every duckling needs its own bucket"
+            )
+        catalog = (duckling.db_host, duckling.db_port, duckling.db_name)
+        other = by_catalog.get(catalog)
+        if other is not None:
+            raise RegistryError(
+                f"{source}: ducklings[{index}] (team {duckling.team_id}): catalog {duckling.db_name} on "
+                f"{duckling.db_host} is already team {other.team_id}'s; every duckling needs its own catalog"
+            )
+        entries[duckling.team_id] = by_bucket[duckling.bucket] = by_catalog[catalog] = duckling
     return entries
 
 
@@ -189,7 +193,8 @@ def load_registry(path: str | Path | None = None) -> dict[int, Duckling]:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text())
+        # The C loader when PyYAML has it: parsing thousands of entries at every DAG parse adds up.
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as exc:
         raise RegistryError(f"cannot read duckling registry {path}: {type(exc).__name__}") from None
     return parse_registry(data, source=str(path.name))

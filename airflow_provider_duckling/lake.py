@@ -19,7 +19,7 @@ import duckdb
 
 from airflow_provider_duckling.errors import RegistrationError, SchemaDriftError, TransientError
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS
-from airflow_provider_duckling.partitions import Scope
+from airflow_provider_duckling.partitions import Partition, Scope
 from airflow_provider_duckling.quoting import duckdb_ident
 from airflow_provider_duckling.retry import is_conflict, retry_conflicts
 from airflow_provider_duckling.tables import LAKE_SCHEMA, PERSONS, PERSONS_CURRENT_VIEW, TableSpec
@@ -183,6 +183,40 @@ def registered_files(con: duckdb.DuckDBPyConnection, uris: list[str], data_path:
     return found
 
 
+def rows_proven_in_scope(con: duckdb.DuckDBPyConnection, table: TableSpec, scope: Scope, uris: list[str]) -> int | None:
+    """The files' rows, read from their Parquet footers, when the footers' statistics prove every row
+    belongs to ``scope`` (its team, and for a day its UTC day); ``None`` when they cannot prove it (then
+    the caller counts the lake instead).
+
+    Checking footers instead of scanning keeps the day's data out of the worker's memory.
+    """
+    if not uris:
+        return 0
+    groups = con.execute(
+        """
+        SELECT file_name, row_group_id, any_value(row_group_num_rows),
+               min(TRY_CAST(stats_min_value AS BIGINT)) FILTER (WHERE path_in_schema = 'team_id'),
+               max(TRY_CAST(stats_max_value AS BIGINT)) FILTER (WHERE path_in_schema = 'team_id'),
+               min(TRY_CAST(stats_min_value AS TIMESTAMPTZ)) FILTER (WHERE path_in_schema = ?),
+               max(TRY_CAST(stats_max_value AS TIMESTAMPTZ)) FILTER (WHERE path_in_schema = ?)
+        FROM parquet_metadata(?)
+        GROUP BY file_name, row_group_id
+        """,
+        [table.day_column, table.day_column, uris],
+    ).fetchall()
+    total = 0
+    for _, _, rows, team_min, team_max, day_min, day_max in groups:
+        if not rows:
+            continue
+        if team_min is None or team_min != scope.team_id or team_max != scope.team_id:
+            return None
+        if isinstance(scope, Partition) and (day_min is None or day_max is None or day_min < scope.start
+                                             or day_max >= scope.end):
+            return None
+        total += int(rows)
+    return total
+
+
 def count_rows(con: duckdb.DuckDBPyConnection, table: TableSpec, scope: Scope) -> int:
     """Rows of ``scope`` (a team-day, or a whole team) in the lake table."""
     predicate, params = scope.lake_predicate(table.day_column)
@@ -237,11 +271,14 @@ def swap(
             con.execute(f"DROP TABLE {qualified(table)}")
             for statement in _create_statements(table):
                 con.execute(statement)
-        before = count_rows(con, table, scope)
-        deleted = 0
-        if cleanup_existing and before:
+        # With cleanup (the default) the scope is emptied first, so nothing of it needs reading; without,
+        # its current rows are counted to check the sum afterwards.
+        before, deleted = 0, 0
+        if cleanup_existing:
             row = con.execute(f"DELETE FROM {qualified(table)} WHERE {predicate}", params).fetchone()
-            deleted = int(row[0]) if row else before
+            deleted = int(row[0]) if row else 0
+        else:
+            before = count_rows(con, table, scope)
         for uri in uris:
             try:
                 con.execute(
@@ -260,8 +297,9 @@ def swap(
                     f"{scope.key}: the lake table {LAKE_SCHEMA}.{table.name} cannot accept the exported file: "
                     f"{str(exc).splitlines()[0]}"
                 ) from None
-        after = count_rows(con, table, scope)
-        wanted = expected_rows + (0 if cleanup_existing else before)
+        proven = rows_proven_in_scope(con, table, scope, uris)
+        after = before + proven if proven is not None else count_rows(con, table, scope)
+        wanted = expected_rows + before
         if after != wanted:
             con.execute("ROLLBACK")
             raise RegistrationError(

@@ -99,3 +99,18 @@ def test_an_empty_day_is_one_empty_file(stack, duckling):
     assert run(TEAM, empty).state == "success"
     assert _file_rows(stack, duckling, empty) and set(_file_rows(stack, duckling, empty).values()) == {0}
     assert lake_day_counts(duckling, "events").get(empty, 0) == 0
+
+
+def test_registration_checks_rows_from_the_footers_not_by_reading_the_day(stack, duckling):
+    """ClickHouse's files carry team_id and timestamp statistics: their footers prove the rows belong to
+    the partition, so registration never reads the day's data into the worker."""
+    from airflow_provider_duckling.export import export_partition
+    from airflow_provider_duckling.lake import rows_proven_in_scope
+    from airflow_provider_duckling.tables import EVENTS
+
+    storage = DuckLakeHook().storage(duckling)
+    exported = export_partition(ClickHouseHook(), storage, EVENTS, Partition(TEAM, BIG_DAY), "footer", rows_per_file=10_000)
+    with DuckLakeHook().attach(duckling, storage) as con:
+        assert rows_proven_in_scope(con, EVENTS, Partition(TEAM, BIG_DAY), exported.files) == BIG_ROWS
+        assert rows_proven_in_scope(con, EVENTS, Partition(TEAM, SMALL_DAY), exported.files) is None  # another day
+        assert rows_proven_in_scope(con, EVENTS, Partition(TEAM + 1, BIG_DAY), exported.files) is None  # another team
