@@ -24,7 +24,7 @@ from airflow_provider_duckling.report import lake_day_counts
 from airflow_provider_duckling.sample_data import insert_events, rows_for, seed_persons
 from tests.conftest import SESSION_DIR
 from tests.support.runs import catalog_tables
-from tests.support.services import free_port, wait_for_port
+from tests.support.services import free_port, strict_sts_server
 from tests.support.stack import DAYS
 
 YESTERDAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
@@ -183,30 +183,9 @@ def test_catalog_list_of_an_empty_registry(tmp_path, capsys):
 
 @pytest.fixture
 def strict_sts():
-    """A second moto with IAM enforced (the approach of test_role_denied.py): user ``airflow`` may assume only
-    ``role/allowed``, so any other role gets a real AccessDenied from STS."""
-    import boto3
-
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                               cwd=SESSION_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc=process)
-        url = f"http://127.0.0.1:{port}"
-        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
-                           aws_secret_access_key="setup")
-        iam.create_user(UserName="airflow")
-        key = iam.create_access_key(UserName="airflow")["AccessKey"]
-        iam.put_user_policy(UserName="airflow", PolicyName="assume-allowed-only", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                           "Resource": "arn:aws:iam::123456789012:role/allowed"}],
-        }))
+    """A second moto with IAM enforced: user ``airflow`` may assume only ``role/allowed``."""
+    with strict_sts_server(SESSION_DIR) as (url, key):
         yield url, key
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.mark.slow

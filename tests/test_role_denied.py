@@ -6,41 +6,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
-import boto3
 import pytest
 
 from tests.conftest import SESSION_DIR
 from tests.support.runs import logged_text, run
-from tests.support.services import free_port, wait_for_port
+from tests.support.services import strict_sts_server
 from tests.support.stack import DAYS
 
 
 @pytest.fixture
 def strict_sts():
-    """A second moto whose IAM is enforced: user ``airflow`` may assume only ``role/allowed``."""
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                               cwd=SESSION_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc=process)
-        url = f"http://127.0.0.1:{port}"
-        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
-                           aws_secret_access_key="setup")
-        iam.create_user(UserName="airflow")
-        key = iam.create_access_key(UserName="airflow")["AccessKey"]
-        iam.put_user_policy(UserName="airflow", PolicyName="assume-allowed-only", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                           "Resource": "arn:aws:iam::123456789012:role/allowed"}],
-        }))
+    """A second moto with IAM enforced: user ``airflow`` may assume only ``role/allowed``."""
+    with strict_sts_server(SESSION_DIR) as (url, key):
         yield url, key
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_a_role_that_cannot_be_assumed_fails_clearly_and_writes_nothing(stack, strict_sts, monkeypatch, caplog, capfd):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,3 +153,31 @@ def start_moto(workdir: Path) -> MotoServer:
     )
     wait_for_port(port, proc=process)
     return MotoServer(port, process)
+
+
+@contextlib.contextmanager
+def strict_sts_server(cwd: Path) -> Iterator[tuple[str, dict]]:
+    """A second moto whose IAM is enforced: user ``airflow`` may assume only ``role/allowed``, so any other
+    role gets a real AccessDenied from STS. Yields (endpoint URL, the user's access key)."""
+    import boto3
+
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                               cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=process)
+        url = f"http://127.0.0.1:{port}"
+        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
+                           aws_secret_access_key="setup")
+        iam.create_user(UserName="airflow")
+        key = iam.create_access_key(UserName="airflow")["AccessKey"]
+        iam.put_user_policy(UserName="airflow", PolicyName="assume-allowed-only", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                           "Resource": "arn:aws:iam::123456789012:role/allowed"}],
+        }))
+        yield url, key
+    finally:
+        process.terminate()
+        process.wait(10)
