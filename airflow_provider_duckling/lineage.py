@@ -9,7 +9,7 @@ DuckLake table, since the catalog is what names it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_duckling.tables import LAKE_SCHEMA, TableSpec
@@ -25,8 +25,6 @@ class LineageFacts:
     rows: int | None = None
     bytes: int | None = None
     files: int | None = None
-    outputs_are_lake: bool = False
-    extra_run_facets: dict[str, Any] = field(default_factory=dict)
 
 
 def clickhouse_dataset(host: str | None, port: int | None, database: str, table: str) -> tuple[str, str]:
@@ -68,4 +66,4 @@ def operator_lineage(facts: LineageFacts) -> Any:
                 rowCount=facts.rows, size=facts.bytes, fileCount=facts.files,
             )
         outputs.append(Dataset(namespace=ns, name=name, facets=facets))
-    return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=dict(facts.extra_run_facets))
+    return OperatorLineage(inputs=inputs, outputs=outputs)

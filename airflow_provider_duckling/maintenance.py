@@ -97,10 +97,6 @@ def _orphans(con: duckdb.DuckDBPyConnection, storage: DucklingStorage, older_tha
     return old, recent
 
 
-def _count_files(con: duckdb.DuckDBPyConnection) -> int:
-    return sum(1 for _ in live_files(con))
-
-
 def maintain_lake(
     con: duckdb.DuckDBPyConnection,
     storage: DucklingStorage,
@@ -121,7 +117,7 @@ def maintain_lake(
         only if it was written before this instant.
     :param max_merge_files: at most this many small files are merged per table in one pass.
     """
-    report = MaintenanceReport(team_id=team_id, dry_run=dry_run, files_before=_count_files(con))
+    report = MaintenanceReport(team_id=team_id, dry_run=dry_run, files_before=len(live_files(con)))
     for table in TABLES.values():
         if merge and not dry_run and table_exists(con, table):
             merged = with_conflict_retries(con, f"merge {qualified(table)}", lambda t=table: con.execute(
@@ -145,7 +141,7 @@ def maintain_lake(
     if orphans and not dry_run:
         storage.delete(orphans)
     report.deleted_orphans = len(orphans)
-    report.files_after = report.files_before if dry_run else _count_files(con)
+    report.files_after = report.files_before if dry_run else len(live_files(con))
     log.info(
         "event=maintenance team=%s dry_run=%s files_before=%d files_after=%d merged_files=%d expired_snapshots=%d "
         "deleted_old_files=%d deleted_orphans=%d recent_orphans_kept=%d",

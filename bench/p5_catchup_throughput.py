@@ -69,13 +69,11 @@ def _runs(stack, dbname: str) -> tuple[int, float | None]:
 
 
 def _catch_up(bench, name: str, dags_folder: Path, registry: Path, expected: int, timeout: float) -> tuple[int, float]:
-    from tests.support.airflow_stack import make_airflow_stack
+    from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
 
     stack = bench.stack
     dbname = f"airflow_{name}"
-    stack.postgres.create_database(dbname)
-    url = (f"postgresql+psycopg2://{stack.postgres.user}:{stack.postgres.password}@127.0.0.1:"
-           f"{stack.postgres.port}/{dbname}")
+    url = new_metadata_db(stack.postgres, dbname)
     airflow = make_airflow_stack(bench.root / name, dict(os.environ), url, {
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
         "AIRFLOW__DUCKLING__REGISTRY_PATH": str(registry),

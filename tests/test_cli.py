@@ -25,7 +25,7 @@ from airflow_provider_duckling.sample_data import insert_events, rows_for, seed_
 from tests.conftest import SESSION_DIR
 from tests.support.runs import catalog_tables
 from tests.support.services import free_port, strict_sts_server
-from tests.support.stack import DAYS
+from tests.support.stack import DAYS, use_strict_sts
 
 YESTERDAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 EXPECTED_DAYS = (YESTERDAY - DAYS[0]).days + 1  # new ducklings start at DAYS[0]
@@ -199,13 +199,7 @@ def test_catalog_validate_names_each_broken_piece(registry, strict_sts, monkeypa
     assert row(out, "61") == ["61", "ok", "ok", "ok", "ok", "(new)"]
 
     url, key = strict_sts
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_STRICT", json.dumps({
-        "conn_type": "aws", "login": key["AccessKeyId"], "password": key["SecretAccessKey"],
-        "extra": {"endpoint_url": url, "region_name": "us-east-1"},
-    }))
-    lake_conn = json.loads(os.environ["AIRFLOW_CONN_DUCKLAKE_DEFAULT"])
-    lake_conn["extra"]["aws_conn_id"] = "aws_strict"
-    monkeypatch.setenv("AIRFLOW_CONN_DUCKLAKE_STRICT", json.dumps(lake_conn))
+    use_strict_sts(monkeypatch, url, key)
     broken = [
         dataclasses.replace(stack.new_duckling(62, "cli-nobucket"), bucket="cli-no-such-bucket-t62"),
         dataclasses.replace(stack.new_duckling(63, "cli-nodb"), db_name="cli_no_such_catalog"),

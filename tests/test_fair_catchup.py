@@ -17,7 +17,7 @@ from airflow_provider_duckling.priority import HISTORY_WEIGHT, TOPUP_WEIGHT, run
 from airflow_provider_duckling.report import lake_day_counts
 from airflow_provider_duckling.sample_data import insert_events
 from tests.conftest import SESSION_DIR
-from tests.support.airflow_stack import make_airflow_stack
+from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
 
 HISTORY_TEAM, TOPUP_TEAMS = 24, [25, 26]
 POOL_SLOTS = 2
@@ -91,9 +91,7 @@ def test_history_does_not_starve_top_ups(stack):
     registry.parent.mkdir(parents=True, exist_ok=True)
     write_registry([history, *topups], registry)
 
-    stack.postgres.create_database("airflow_fair")
-    metadata_url = (f"postgresql+psycopg2://{stack.postgres.user}:{stack.postgres.password}@127.0.0.1:"
-                    f"{stack.postgres.port}/airflow_fair")
+    metadata_url = new_metadata_db(stack.postgres, "airflow_fair")
     airflow = make_airflow_stack(SESSION_DIR / "fair" / "home", dict(os.environ), metadata_url, {
         "AIRFLOW__DUCKLING__REGISTRY_PATH": str(registry),
         "AIRFLOW__DUCKLING__SETTLE_MINUTES": "0",

@@ -16,7 +16,7 @@ from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.report import lake_day_counts
 from airflow_provider_duckling.sample_data import clickhouse_day_counts, insert_events
 from tests.conftest import SESSION_DIR
-from tests.support.airflow_stack import make_airflow_stack
+from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
 
 TEAMS = [21, 22, 23]
 
@@ -34,9 +34,7 @@ def test_catch_up_through_a_real_scheduler(stack):
     registry.parent.mkdir(parents=True, exist_ok=True)
     write_registry(ducklings, registry)
 
-    stack.postgres.create_database("airflow_meta")
-    metadata_url = (f"postgresql+psycopg2://{stack.postgres.user}:{stack.postgres.password}@127.0.0.1:"
-                    f"{stack.postgres.port}/airflow_meta")
+    metadata_url = new_metadata_db(stack.postgres, "airflow_meta")
     airflow = make_airflow_stack(SESSION_DIR / "real-scheduler" / "home", dict(os.environ), metadata_url, {
         "AIRFLOW__DUCKLING__REGISTRY_PATH": str(registry),
         "AIRFLOW__DUCKLING__SETTLE_MINUTES": "0",

@@ -4,15 +4,13 @@ at once with one clear line naming the role, never the external id, and nothing 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import pytest
 
 from tests.conftest import SESSION_DIR
 from tests.support.runs import logged_text, run
 from tests.support.services import strict_sts_server
-from tests.support.stack import DAYS
+from tests.support.stack import DAYS, use_strict_sts
 
 
 @pytest.fixture
@@ -24,13 +22,7 @@ def strict_sts():
 
 def test_a_role_that_cannot_be_assumed_fails_clearly_and_writes_nothing(stack, strict_sts, monkeypatch, caplog, capfd):
     url, key = strict_sts
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_STRICT", json.dumps({
-        "conn_type": "aws", "login": key["AccessKeyId"], "password": key["SecretAccessKey"],
-        "extra": {"endpoint_url": url, "region_name": "us-east-1"},
-    }))
-    lake_conn = json.loads(os.environ["AIRFLOW_CONN_DUCKLAKE_DEFAULT"])
-    lake_conn["extra"]["aws_conn_id"] = "aws_strict"
-    monkeypatch.setenv("AIRFLOW_CONN_DUCKLAKE_STRICT", json.dumps(lake_conn))
+    use_strict_sts(monkeypatch, url, key)
     duckling = dataclasses.replace(stack.new_duckling(1, "denied"), catalog_conn_id="ducklake_strict",
                                    cross_account_role_arn="arn:aws:iam::123456789012:role/not-allowed")
     stack.use(duckling)

@@ -74,6 +74,14 @@ def connect_duckdb() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def create_secret(con: duckdb.DuckDBPyConnection, name: str, kind: str, options: dict[str, Any]) -> None:
+    """``CREATE OR REPLACE SECRET name (TYPE kind, …)`` with every value bound, never in the SQL text.
+
+    ``name`` and ``kind`` are this module's constants; the option names are DuckDB's keywords."""
+    names = ", ".join(f"{option} ?" for option in options)
+    con.execute(f"CREATE OR REPLACE SECRET {name} (TYPE {kind}, {names})", list(options.values()))
+
+
 @dataclass(frozen=True)
 class LakeSettings:
     """What the ``ducklake`` connection says about reaching lakes."""
@@ -232,8 +240,7 @@ class DuckLakeHook(BaseHook):
         if storage.endpoint_url:
             parsed = urlparse(storage.endpoint_url)
             options.update(ENDPOINT=parsed.netloc, URL_STYLE="path", USE_SSL=parsed.scheme == "https")
-        names = ", ".join(f"{name} ?" for name in options)
-        con.execute(f"CREATE OR REPLACE SECRET duckling_s3 (TYPE S3, {names})", list(options.values()))
+        create_secret(con, "duckling_s3", "S3", options)
 
     @staticmethod
     def _attach(
@@ -255,8 +262,7 @@ class DuckLakeHook(BaseHook):
             "USER": settings.login or "postgres",
             "PASSWORD": settings.password or "",
         }
-        names = ", ".join(f"{name} ?" for name in options)
-        con.execute(f"CREATE OR REPLACE SECRET duckling_catalog (TYPE postgres, {names})", list(options.values()))
+        create_secret(con, "duckling_catalog", "postgres", options)
         # libpq options only; the identifying values all come from the secret above.
         metadata = duckdb_str(f"ducklake:postgres:sslmode={settings.sslmode} connect_timeout=10")
         con.execute(
@@ -303,8 +309,7 @@ def _check_catalog_login(con: duckdb.DuckDBPyConnection, settings: LakeSettings)
         "USER": settings.login or "postgres",
         "PASSWORD": settings.password or "",
     }
-    names = ", ".join(f"{name} ?" for name in options)
-    con.execute(f"CREATE OR REPLACE SECRET duckling_catalog_test (TYPE postgres, {names})", list(options.values()))
+    create_secret(con, "duckling_catalog_test", "postgres", options)
     try:
         con.execute(
             f"ATTACH {duckdb_str(f'sslmode={settings.sslmode} connect_timeout=10')} AS catalog_test "

@@ -95,7 +95,7 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         self.lineage_facts = LineageFacts(
             inputs=[object_dataset(uri) for uri in files],
             outputs=[lake_dataset(d.db_host, d.db_port or target.lake_settings.port, d.db_name, table)],
-            table=target.table, rows=result.rows, bytes=extra["bytes"], files=len(files), outputs_are_lake=True,
+            table=target.table, rows=result.rows, bytes=extra["bytes"], files=len(files),
         )
         return {
             "partition": key,

@@ -91,3 +91,9 @@ def make_airflow_stack(
     if result.returncode != 0:
         raise RuntimeError("airflow pools set failed:\n" + result.stderr[-3000:])
     return stack
+
+
+def new_metadata_db(postgres, name: str) -> str:
+    """A fresh database ``name`` on the stack's PostgreSQL for an Airflow's metadata; returns its SQLAlchemy URL."""
+    postgres.create_database(name)
+    return f"postgresql+psycopg2://{postgres.user}:{postgres.password}@127.0.0.1:{postgres.port}/{name}"

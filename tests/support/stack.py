@@ -85,3 +85,19 @@ class Stack:
         self.ducklings = {d.team_id: d for d in ducklings}
         write_registry(self.ducklings, self.registry)
 
+
+
+def use_strict_sts(monkeypatch, url: str, key: dict) -> str:
+    """Connections ``aws_strict`` (the strict STS server's user) and ``ducklake_strict`` (the stack's catalogs,
+    reaching roles through ``aws_strict``); returns the ducklake connection id for registry entries."""
+    import json
+    import os
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_STRICT", json.dumps({
+        "conn_type": "aws", "login": key["AccessKeyId"], "password": key["SecretAccessKey"],
+        "extra": {"endpoint_url": url, "region_name": "us-east-1"},
+    }))
+    lake_conn = json.loads(os.environ["AIRFLOW_CONN_DUCKLAKE_DEFAULT"])
+    lake_conn["extra"]["aws_conn_id"] = "aws_strict"
+    monkeypatch.setenv("AIRFLOW_CONN_DUCKLAKE_STRICT", json.dumps(lake_conn))
+    return "ducklake_strict"
