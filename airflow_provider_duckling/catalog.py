@@ -187,17 +187,33 @@ def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
     return entries
 
 
-def load_registry(path: str | Path | None = None) -> dict[int, Duckling]:
-    """Read and validate the registry file. A missing file is an empty registry; a broken one raises."""
+def read_registry_text(path: str | Path | None = None) -> str | None:
+    """The registry file's text; ``None`` when there is no file (an empty registry)."""
     path = Path(path) if path else settings.registry_path()
-    if not path.exists():
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RegistryError(f"cannot read duckling registry {path}: {type(exc).__name__}") from None
+
+
+def parse_registry_text(text: str | None, path: Path) -> dict[int, Duckling]:
+    """Parse and validate the text of the registry file at ``path`` (YAML, so JSON too)."""
+    if text is None:
         return {}
     try:
         # The C loader when PyYAML has it: parsing thousands of entries at every DAG parse adds up.
-        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
         raise RegistryError(f"cannot read duckling registry {path}: {type(exc).__name__}") from None
     return parse_registry(data, source=str(path.name))
+
+
+def load_registry(path: str | Path | None = None) -> dict[int, Duckling]:
+    """Read and validate the registry file. A missing file is an empty registry; a broken one raises."""
+    path = Path(path) if path else settings.registry_path()
+    return parse_registry_text(read_registry_text(path), path)
 
 
 def get_duckling(team_id: object, path: str | Path | None = None) -> Duckling:

@@ -100,6 +100,7 @@ def ensure_table(con: duckdb.DuckDBPyConnection, table: TableSpec) -> bool:
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: TableSpec) -> dict[str, str]:
+    """The lake table's columns and their types, in order; empty when the table does not exist."""
     rows = con.execute(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
         "AND table_name = ? ORDER BY column_index",
@@ -342,7 +343,8 @@ def register_files(
     foreign = [u for u in uris if not u.startswith(allowed)]
     if foreign:
         raise RegistrationError(f"{scope.key}: refusing files outside {allowed}: {foreign}")
-    if not table_exists(con, table):
+    lake = table_columns(con, table)  # empty: no such table (one catalog lookup answers both)
+    if not lake:
         if not create_if_missing and not delete_tables:
             raise SchemaDriftError(
                 f"table {LAKE_SCHEMA}.{table.name} does not exist in the duckling of team {scope.team_id} "
@@ -350,7 +352,6 @@ def register_files(
             )
         ensure_table(con, table)
     elif not delete_tables:
-        lake = table_columns(con, table)
         for uri in uris[:1]:
             for problem in check_schema(file_columns(con, uri), lake).warnings:
                 log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, table.name, problem)

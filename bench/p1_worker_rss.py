@@ -47,8 +47,9 @@ def worker(spec: dict) -> None:
 
     from airflow_provider_duckling.catalog import Duckling
     from airflow_provider_duckling.export import export_partition
+    from airflow_provider_duckling.extensions import connect_duckdb
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-    from airflow_provider_duckling.hooks.ducklake import DuckLakeHook, connect_duckdb
+    from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
     from airflow_provider_duckling.lake import register_files
     from airflow_provider_duckling.partitions import Partition
     from airflow_provider_duckling.tables import EVENTS

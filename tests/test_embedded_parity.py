@@ -7,8 +7,9 @@ import os
 
 from airflow_provider_duckling.airflow_env import connection_env
 from airflow_provider_duckling.export import export_partition
+from airflow_provider_duckling.extensions import connect_duckdb
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.hooks.ducklake import DuckLakeHook, connect_duckdb
+from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.partitions import Partition
 from airflow_provider_duckling.sample_data import seed_events
 from airflow_provider_duckling.tables import EVENTS

@@ -139,6 +139,36 @@ def test_unreadable_registry_file_is_a_clear_error(tmp_path):
         load_registry(path)
 
 
+def test_an_unchanged_registry_is_read_from_its_validated_json_and_any_edit_is_parsed_again(tmp_path, monkeypatch):
+    from airflow_provider_duckling import state
+
+    parses = []
+    real_parse = state.parse_registry_text
+    monkeypatch.setattr(state, "parse_registry_text", lambda *a: parses.append(1) or real_parse(*a))  # a spy only
+    registry, dates, last_good = tmp_path / "r.yaml", tmp_path / "dates.json", tmp_path / "last_good.json"
+    write_registry([Duckling.from_dict({**GOOD, "team_id": t, "bucket": f"b-{t}", "db_name": f"d{t}"}) for t in (1, 2)],
+                   registry)
+
+    def load():
+        return state.load_dag_inputs(registry, dates, last_good)
+
+    first = load()
+    assert sorted(first.ducklings) == [1, 2] and len(parses) == 1
+    written = last_good.stat().st_mtime_ns
+    assert load().ducklings == first.ducklings and len(parses) == 1  # same text: the YAML is not parsed again
+    assert last_good.stat().st_mtime_ns == written  # and nothing is rewritten
+
+    registry.write_text(registry.read_text().replace("bucket: b-2", "bucket: b-9"))  # an edit of the same size
+    edited = load()
+    assert edited.ducklings[2].bucket == "b-9" and len(parses) == 2
+    assert load().ducklings[2].bucket == "b-9" and len(parses) == 2
+
+    registry.write_text(registry.read_text().replace("bucket: b-9", "bucket: b-1"))  # now invalid: a shared bucket
+    broken = load()
+    assert broken.problems and "bucket b-1 is already team 1's" in broken.problems[0]
+    assert broken.ducklings[2].bucket == "b-9"  # the last good registry stays in force
+
+
 def test_clickhouse_settings_are_merged_and_validated():
     merged = merged_settings({"max_execution_time": 60, "max_threads": 2})
     assert merged["max_execution_time"] == 60 and merged["s3_truncate_on_insert"] == 1

@@ -1,8 +1,8 @@
 """DuckLakeHook: DuckDB with DuckLake, attached to one duckling, without ever touching the network for code.
 
-Extensions (ducklake, httpfs, postgres_scanner) are loaded from the installed ``duckdb-extension-*``
-packages by file path; autoinstall/autoload are off. Every connection runs in UTC so that day boundaries
-of TIMESTAMPTZ columns are UTC days. The catalog's password goes into a DuckDB secret (bound parameters),
+Extensions are loaded offline by :mod:`airflow_provider_duckling.extensions` (an embedded lake needs
+only DuckLake; S3 and a PostgreSQL catalog add httpfs and postgres_scanner). Every connection runs in UTC
+so that day boundaries of TIMESTAMPTZ columns are UTC days. The catalog's password goes into a DuckDB secret (bound parameters),
 never into the ATTACH string; the S3 secret holds the assumed role's session credentials and is scoped to
 the duckling's bucket.
 
@@ -24,7 +24,6 @@ its own catalog host and database in the registry).
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_duckling.catalog import DEFAULT_CATALOG_CONN_ID, Duckling
 from airflow_provider_duckling.credentials import assume_duckling_role
 from airflow_provider_duckling.errors import ConfigurationError, LakeUnavailableError
+from airflow_provider_duckling.extensions import ALL, LOCAL, connect_duckdb
 from airflow_provider_duckling.hooks.extras import connection_extras
 from airflow_provider_duckling.quoting import duckdb_str
 from airflow_provider_duckling.redaction import register_secret, scrub
@@ -47,31 +47,6 @@ LAKE_ALIAS = "lake"
 #: Key of the owner mark a duckling's catalog gets on first use (in DuckLake's own metadata table).
 OWNER_KEY = "airflow_provider_duckling.team_id"
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-_EXTENSIONS = (
-    ("ducklake", "duckdb_extension_ducklake"),
-    ("httpfs", "duckdb_extension_httpfs"),
-    # The postgres extension's file must be loaded from the postgres_scanner package (STACK.md).
-    ("postgres_scanner", "duckdb_extension_postgres_scanner"),
-)
-
-
-def extension_path(name: str, package: str) -> Path:
-    """Path of an extension file shipped in a ``duckdb-extension-*`` package for this DuckDB version."""
-    module = importlib.import_module(package)
-    version = duckdb.__version__
-    path = Path(module.__file__).parent / "extensions" / f"v{version}" / f"{name}.duckdb_extension"
-    if not path.exists():
-        raise ConfigurationError(f"{package} has no {name} extension for DuckDB v{version} (pin duckdb==1.5.5)")
-    return path
-
-
-def connect_duckdb() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the lake extensions loaded offline and the session in UTC."""
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    for name, package in _EXTENSIONS:
-        con.execute(f"LOAD {duckdb_str(str(extension_path(name, package)))}")
-    con.execute("SET TimeZone = 'UTC'")
-    return con
 
 
 def create_secret(con: duckdb.DuckDBPyConnection, name: str, kind: str, options: dict[str, Any]) -> None:
@@ -177,7 +152,7 @@ class DuckLakeHook(BaseHook):
         """
         settings = self.settings(duckling)
         storage = storage or self.storage(duckling, settings)
-        con = connect_duckdb()
+        con = connect_duckdb(LOCAL if settings.local_root is not None else ALL)
         try:
             self._create_s3_secret(con, storage)
             try:
@@ -275,7 +250,7 @@ class DuckLakeHook(BaseHook):
         and the AWS identity that assumes the duckling roles."""
         try:
             settings = self.settings()
-            con = connect_duckdb()
+            con = connect_duckdb(LOCAL if settings.local_root is not None else ALL)
             try:
                 checks = [f"DuckDB {duckdb.__version__} with DuckLake loaded offline"]
                 if settings.local_root is not None:

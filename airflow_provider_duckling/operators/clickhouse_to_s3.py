@@ -10,7 +10,7 @@ from airflow.sdk import Context
 from airflow_provider_duckling.errors import ConfigurationError, SchemaDriftError
 from airflow_provider_duckling.export import export_partition, merged_settings
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.lake import check_schema, table_columns, table_exists
+from airflow_provider_duckling.lake import check_schema, table_columns
 from airflow_provider_duckling.lineage import LineageFacts, clickhouse_dataset, object_dataset
 from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
 from airflow_provider_duckling.options import parse_clickhouse_settings
@@ -104,14 +104,13 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
             return
         try:
             with target.hook.attach(target.duckling, target.storage, read_only=dry_run) as con:
-                exists = table_exists(con, target.table)
-                lake = table_columns(con, target.table) if exists else {}
+                lake = table_columns(con, target.table)  # empty: no such table
         except Exception as exc:
             if dry_run:
                 self.log.info("event=dry_run_preflight lake not readable yet (%s): it would be initialised", type(exc).__name__)
                 return
             raise
-        if not exists:
+        if not lake:
             if not create:
                 raise SchemaDriftError(
                     f"table {LAKE_SCHEMA}.{target.table.name} does not exist in the duckling of team "

@@ -1,0 +1,66 @@
+"""DuckDB's extensions load offline; DuckDB's signature check is skipped only for the pinned files it has
+signed, and a file that differs from them in one bit is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pytest
+
+from airflow_provider_duckling.catalog import Duckling
+from airflow_provider_duckling.extensions import (
+    ALL,
+    SIGNED_SHA256,
+    _connect,
+    connect_with,
+    extension_path,
+    file_sha256,
+)
+from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+
+
+def _loaded(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {name for (name,) in con.execute("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_each_installed_extension_is_pinned_and_passes_duckdbs_own_signature_check(name):
+    path = extension_path(name)
+    assert file_sha256(path) in SIGNED_SHA256
+    con = _connect(allow_unsigned=False)  # DuckDB verifies the signature of what it loads here
+    try:
+        con.execute(f"LOAD '{path}'")
+        assert name in _loaded(con)
+    finally:
+        con.close()
+
+
+def test_a_one_bit_change_is_not_trusted_and_duckdb_refuses_it(tmp_path):
+    copy = tmp_path / "ducklake.duckdb_extension"
+    shutil.copyfile(extension_path("ducklake"), copy)
+    assert file_sha256(copy) in SIGNED_SHA256  # same bytes: trusted, wherever the file lives
+    con = connect_with([copy])
+    assert "ducklake" in _loaded(con)
+    con.close()
+
+    with open(copy, "r+b") as handle:  # same size, one bit flipped: the remembered hash must not be reused
+        handle.seek(4096)
+        byte = handle.read(1)
+        handle.seek(4096)
+        handle.write(bytes([byte[0] ^ 1]))
+    assert file_sha256(copy) not in SIGNED_SHA256
+    with pytest.raises(duckdb.IOException, match="signature is either missing or invalid"):
+        connect_with([copy])
+
+
+def test_an_embedded_lake_loads_only_ducklake_and_runs_in_utc(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_DUCKLAKE_EXT", json.dumps({"conn_type": "ducklake", "extra": {"local_root": str(tmp_path)}}))
+    duckling = Duckling(7, "ext-bucket", "us-east-1", "localhost", "ext_lake", "arn:aws:iam::000000000000:role/x", "x")
+    with DuckLakeHook("ducklake_ext").attach(duckling) as con:
+        loaded = _loaded(con)
+        (zone,) = con.execute("SELECT current_setting('TimeZone')").fetchone()
+    assert "ducklake" in loaded
+    assert not loaded & {"httpfs", "postgres_scanner"}
+    assert zone == "UTC"
