@@ -18,7 +18,7 @@ import importlib
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -45,8 +45,19 @@ SIGNED_SHA256 = frozenset({
     "b1ced4cfc6311313e117c2afb3eac76508718778dde0716421503c7dbfb5605c",  # postgres_scanner
 })
 
-_hashed: dict[tuple[str, int, int, int, int], str] = {}
-_hashed_lock = threading.Lock()
+_digests: dict[tuple[str, int, int, int, int], Future[str]] = {}
+_digests_lock = threading.Lock()
+_hashing: ThreadPoolExecutor | None = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: start over with a new pool, lock and memory."""
+    global _hashing, _digests_lock
+    _hashing, _digests_lock = None, threading.Lock()
+    _digests.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def extension_path(name: str) -> Path:
@@ -59,40 +70,57 @@ def extension_path(name: str) -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of ``path``, remembered for this process while the file's inode, size and times are unchanged."""
+def _digest(path: Path) -> Future[str]:
+    """The SHA-256 of ``path`` being computed in the background, or already known: one computation per
+    process while the file's inode, size and times are unchanged."""
+    global _hashing
     stat = os.stat(path)
     key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    with _hashed_lock:
-        if key in _hashed:
-            return _hashed[key]
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    with _hashed_lock:
-        _hashed[key] = digest
-    return digest
+    with _digests_lock:
+        future = _digests.get(key)
+        if future is None or (future.done() and future.exception() is not None):
+            if _hashing is None:
+                _hashing = ThreadPoolExecutor(max_workers=len(PACKAGES), thread_name_prefix="duckling-extension-hash")
+            future = _digests[key] = _hashing.submit(_sha256, path)
+    return future
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:  # hashlib frees the GIL while it hashes
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of ``path``, remembered for this process while the file's inode, size and times are unchanged."""
+    return _digest(path).result()
+
+
+def prefetch(extensions: Iterable[str] = ALL) -> None:
+    """Start hashing the files of ``extensions`` in the background, so that a later connection finds them
+    checked (the hook calls this before it assumes a role: the hashing overlaps the STS round trip)."""
+    for name in extensions:
+        _digest(extension_path(name))
 
 
 def forget_hashes() -> None:
     """Drop the remembered hashes (a benchmark measuring a fresh task process calls this)."""
-    with _hashed_lock:
-        _hashed.clear()
+    with _digests_lock:
+        _digests.clear()
 
 
 def connect_with(paths: Sequence[Path]) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB in UTC with the extension files ``paths`` loaded.
 
     DuckDB's own signature check is skipped only when every file is one of the pinned, signed files. The
-    files are hashed (in parallel: hashlib frees the GIL) while DuckDB starts; nothing is loaded before
-    every hash is known."""
-    with ThreadPoolExecutor(max_workers=max(1, len(paths))) as pool:
-        hashing = [pool.submit(file_sha256, path) for path in paths]
-        con = _connect(allow_unsigned=True)
-        try:
-            trusted = all(future.result() in SIGNED_SHA256 for future in hashing)
-        except BaseException:
-            con.close()
-            raise
+    files are hashed (in parallel, unless :func:`prefetch` already did) while DuckDB starts; nothing is
+    loaded before every hash is known."""
+    digests = [_digest(path) for path in paths]
+    con = _connect(allow_unsigned=True)
+    try:
+        trusted = all(digest.result() in SIGNED_SHA256 for digest in digests)
+    except BaseException:
+        con.close()
+        raise
     if not trusted:
         con.close()
         con = _connect(allow_unsigned=False)

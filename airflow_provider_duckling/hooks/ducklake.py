@@ -36,7 +36,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_duckling.catalog import DEFAULT_CATALOG_CONN_ID, Duckling
 from airflow_provider_duckling.credentials import assume_duckling_role
 from airflow_provider_duckling.errors import ConfigurationError, LakeUnavailableError
-from airflow_provider_duckling.extensions import ALL, LOCAL, connect_duckdb
+from airflow_provider_duckling.extensions import ALL, LOCAL, connect_duckdb, prefetch
 from airflow_provider_duckling.hooks.extras import connection_extras
 from airflow_provider_duckling.quoting import duckdb_str
 from airflow_provider_duckling.redaction import register_secret, scrub
@@ -135,6 +135,7 @@ class DuckLakeHook(BaseHook):
         settings = settings or self.settings(duckling)
         if settings.local_root is not None:
             return DucklingStorage(duckling.bucket, duckling.bucket_region, local_dir=settings.local_root / duckling.bucket)
+        prefetch(ALL)  # the extension files are checked while STS answers
         creds = assume_duckling_role(settings.aws_conn_id, duckling)
         return DucklingStorage(duckling.bucket, duckling.bucket_region, creds, endpoint_url=settings.s3_endpoint_url)
 
