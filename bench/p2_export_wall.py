@@ -9,7 +9,7 @@ Both sides run on the same engines, measured in the same run, in one of two set-
 
 The baseline is the bare ``INSERT INTO FUNCTION s3(...)`` (or ``file(...)``) of the same export SELECT with
 the same settings, to the same bucket. Ours is what the two tasks do: the export task (assume the role,
-count the rows, the same INSERT, the footers read back), then the register task (assume the role, load
+the schema pre-flight against the lake, count the rows, the same INSERT, the footers read back), then the register task (assume the role, load
 DuckDB's extensions as a fresh task process does, attach the duckling, ``register_files``: schema check,
 the swap transaction, row-count check). Each repetition registers into its own lake whose table already
 exists (the steady state: a new day in an existing lake). Ratio = median of ours ÷ median of the baseline.
@@ -75,7 +75,7 @@ def measure(root, mode: str, new_duckling, rows: int, repeat: int) -> str:
     from airflow_provider_duckling.extensions import forget_hashes
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
     from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-    from airflow_provider_duckling.lake import ensure_table, register_files
+    from airflow_provider_duckling.lake import check_schema, ensure_table, register_files, table_columns
     from airflow_provider_duckling.partitions import Partition
     from airflow_provider_duckling.sample_data import create_schema, insert_events
     from airflow_provider_duckling.tables import EVENTS, export_select
@@ -104,13 +104,20 @@ def measure(root, mode: str, new_duckling, rows: int, repeat: int) -> str:
 
     steps: dict[str, list[float]] = {}
 
-    def ours(i: int) -> tuple[float, float, float, float]:
+    def ours(i: int) -> tuple[float, float, float, float, float]:
         duckling = ducklings[i + 1]
         forget_hashes()  # each task is a fresh process: the extension files are hashed again
         timed_clickhouse = _stack.Timed(clickhouse)  # statement times, for the breakdown below
         start = time.perf_counter()
-        exported = export_partition(timed_clickhouse, hook.storage(duckling), EVENTS, partition, f"p2-{i}")
+        export_storage = hook.storage(duckling)
+        with hook.attach(duckling, export_storage) as con:  # the export task's schema pre-flight
+            problems = check_schema(EVENTS.lake_columns, table_columns(con, EVENTS)).incompatible
+        if problems:
+            raise RuntimeError(f"schema pre-flight: {problems}")
+        preflight_done = time.perf_counter()
+        exported = export_partition(timed_clickhouse, export_storage, EVENTS, partition, f"p2-{i}")
         exported_at = time.perf_counter()
+        forget_hashes()  # the register task is another fresh process
         storage = hook.storage(duckling)
         with hook.attach(duckling, storage) as con:
             attached = time.perf_counter()
@@ -123,31 +130,37 @@ def measure(root, mode: str, new_duckling, rows: int, repeat: int) -> str:
             for engine, timed in (("chdb", timed_clickhouse), ("duckdb", timed_con)):
                 for sql, seconds in timed.times.items():
                     steps.setdefault(f"{engine}: {sql}", []).append(seconds)
-        return done - start, exported_at - start, attached - exported_at, done - attached
+        return (done - start, exported_at - start, preflight_done - start, attached - exported_at,
+                done - attached)
 
     bare(-1), ours(-1)  # warm-up: first statements load chdb's and DuckDB's code paths
-    bares, totals, exports, attaches, registers = [], [], [], [], []
+    bares, totals, exports, preflights, attaches, registers = [], [], [], [], [], []
     for i in range(repeat):
         # Alternate which goes first so that drifting machine load hits both sides alike.
         if i % 2:
-            total, export, attach, register = ours(i)
+            total, export, preflight, attach, register = ours(i)
             bares.append(bare(i))
         else:
             bares.append(bare(i))
-            total, export, attach, register = ours(i)
+            total, export, preflight, attach, register = ours(i)
         totals.append(total)
         exports.append(export)
+        preflights.append(preflight)
         attaches.append(attach)
         registers.append(register)
         print(f"[{mode}] repetition {i + 1}: bare {bares[-1]:.3f} s, export+register {total:.3f} s "
-              f"(export {export:.3f} s, role+attach {attach:.3f} s, register_files {register:.3f} s)", flush=True)
+              f"(export {export:.3f} s of which pre-flight {preflight:.3f} s, role+attach {attach:.3f} s, "
+              f"register_files {register:.3f} s)", flush=True)
 
     b, t = _stack.median(bares), _stack.median(totals)
     e, a, r = _stack.median(exports), _stack.median(attaches), _stack.median(registers)
+    p = _stack.median(preflights)
     function = "s3()" if mode == "s3" else "file()"
     rows_out = [
         [f"bare chdb INSERT INTO FUNCTION {function} (baseline)", f"{b:.3f} s", f"{rows / b:,.0f}", "", "", ""],
-        ["export task (role, count, INSERT, footers)", f"{e:.3f} s", f"{rows / e:,.0f}", f"{e / b:.3f}", "", ""],
+        ["export task (role, schema pre-flight, count, INSERT, footers)", f"{e:.3f} s", f"{rows / e:,.0f}",
+         f"{e / b:.3f}", "", ""],
+        ["  of which the schema pre-flight (attach, lake columns)", f"{p:.3f} s", "", f"{p / b:.3f}", "", ""],
         ["register task: role, extensions, attach", f"{a:.3f} s", "", f"{a / b:.3f}", "", ""],
         ["register task: register_files", f"{r:.3f} s", "", f"{r / b:.3f}", "", ""],
         ["export + register", f"{t:.3f} s", f"{rows / t:,.0f}", f"{t / b:.3f}", f"≤ {GOAL}",
