@@ -187,9 +187,8 @@ def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
     return entries
 
 
-def read_registry_text(path: str | Path | None = None) -> str | None:
+def read_registry_text(path: Path) -> str | None:
     """The registry file's text; ``None`` when there is no file (an empty registry)."""
-    path = Path(path) if path else settings.registry_path()
     try:
         return path.read_text()
     except FileNotFoundError:

@@ -47,7 +47,7 @@ def main() -> None:
         try:
             os.environ.update(_stack.airflow_home(root))
             with engines(root, storage) as new_duckling:
-                reports.append(measure(root, storage, new_duckling, args.rows, args.repeat))
+                reports.append(measure(storage, new_duckling, args.rows, args.repeat))
         finally:
             _stack.remove(root)
     print("\n".join(reports))
@@ -70,7 +70,7 @@ def engines(root, storage: str):
                              "arn:aws:iam::000000000000:role/bench", "bench-external-id")
 
 
-def measure(root, mode: str, new_duckling, rows: int, repeat: int) -> str:
+def measure(mode: str, new_duckling, rows: int, repeat: int) -> str:
     from airflow_provider_duckling.export import export_partition, merged_settings, settings_clause
     from airflow_provider_duckling.extensions import forget_hashes
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
@@ -173,7 +173,36 @@ def measure(root, mode: str, new_duckling, rows: int, repeat: int) -> str:
     breakdown = _stack.table(["median", "statement (of export_partition / register_files)"],
                              [[f"{_stack.median(v) * 1000:.0f} ms", k] for k, v in slowest])
     return head + _stack.table(["step", "wall", "rows/s", "÷ baseline", "goal", "result"], rows_out) + (
-        "\n\nWhere our time goes, slowest statements:\n" + breakdown)
+        "\n\nWhere our time goes, slowest statements:\n" + breakdown) + "\n\n" + extension_loading(
+        hook.settings().extensions)
+
+
+def extension_loading(extensions: tuple[str, ...], repeat: int = 7) -> str:
+    """A new connection with ``extensions`` loaded, as in a fresh task process: DuckDB verifying each file's
+    signature (what every attach did before) against the pinned-hash check the hook uses now."""
+    from airflow_provider_duckling.extensions import _connect, connect_duckdb, extension_path, forget_hashes
+
+    def signature_checked() -> float:
+        start = time.perf_counter()
+        con = _connect(allow_unsigned=False)
+        for name in extensions:
+            con.execute(f"LOAD '{extension_path(name)}'")
+        elapsed = time.perf_counter() - start
+        con.close()
+        return elapsed
+
+    def pinned() -> float:
+        forget_hashes()
+        start = time.perf_counter()
+        con = connect_duckdb(extensions)
+        elapsed = time.perf_counter() - start
+        con.close()
+        return elapsed
+
+    checked = _stack.median([signature_checked() for _ in range(repeat)])
+    ours = _stack.median([pinned() for _ in range(repeat)])
+    return (f"Loading {', '.join(extensions)} in a fresh connection (median of {repeat}): DuckDB's signature check "
+            f"{checked * 1000:.0f} ms, the pinned-hash check {ours * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

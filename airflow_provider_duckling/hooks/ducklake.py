@@ -2,9 +2,9 @@
 
 Extensions are loaded offline by :mod:`airflow_provider_duckling.extensions` (an embedded lake needs
 only DuckLake; S3 and a PostgreSQL catalog add httpfs and postgres_scanner). Every connection runs in UTC
-so that day boundaries of TIMESTAMPTZ columns are UTC days. The catalog's password goes into a DuckDB secret (bound parameters),
-never into the ATTACH string; the S3 secret holds the assumed role's session credentials and is scoped to
-the duckling's bucket.
+so that day boundaries of TIMESTAMPTZ columns are UTC days. The catalog's password goes into a DuckDB
+secret (bound parameters), never into the ATTACH string; the S3 secret holds the assumed role's session
+credentials and is scoped to the duckling's bucket.
 
 Connection type ``ducklake`` (default id ``ducklake_default``): login/password = the catalog's PostgreSQL
 user; port = default catalog port; extra:
@@ -72,6 +72,11 @@ class LakeSettings:
     host: str | None = None
     console_url: str | None = None
 
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """The DuckDB extensions a lake reached this way needs."""
+        return LOCAL if self.local_root is not None else ALL
+
 
 class DuckLakeHook(BaseHook):
     """
@@ -135,7 +140,7 @@ class DuckLakeHook(BaseHook):
         settings = settings or self.settings(duckling)
         if settings.local_root is not None:
             return DucklingStorage(duckling.bucket, duckling.bucket_region, local_dir=settings.local_root / duckling.bucket)
-        prefetch(ALL)  # the extension files are checked while STS answers
+        prefetch(settings.extensions)  # the extension files are checked while STS answers
         creds = assume_duckling_role(settings.aws_conn_id, duckling)
         return DucklingStorage(duckling.bucket, duckling.bucket_region, creds, endpoint_url=settings.s3_endpoint_url)
 
@@ -153,7 +158,7 @@ class DuckLakeHook(BaseHook):
         """
         settings = self.settings(duckling)
         storage = storage or self.storage(duckling, settings)
-        con = connect_duckdb(LOCAL if settings.local_root is not None else ALL)
+        con = connect_duckdb(settings.extensions)
         try:
             self._create_s3_secret(con, storage)
             try:
@@ -251,7 +256,7 @@ class DuckLakeHook(BaseHook):
         and the AWS identity that assumes the duckling roles."""
         try:
             settings = self.settings()
-            con = connect_duckdb(LOCAL if settings.local_root is not None else ALL)
+            con = connect_duckdb(settings.extensions)
             try:
                 checks = [f"DuckDB {duckdb.__version__} with DuckLake loaded offline"]
                 if settings.local_root is not None:
