@@ -7,6 +7,8 @@ the written file's row count and size back from ClickHouse (Parquet footer, no d
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -91,6 +93,22 @@ def count_partition_rows(clickhouse: ClickHouseHook, table: TableSpec, scope: Sc
     return int(clickhouse.query_rows(f"SELECT count() FROM (\n{select}\n)", scope_parameters(scope))[0][0])
 
 
+def count_alongside(
+    clickhouse: ClickHouseHook, table: TableSpec, scope: Scope, preflight: Callable[[], None] | None,
+) -> int:
+    """The partition's row count, taken while ``preflight`` runs in this thread: ClickHouse answers the
+    one while the catalog answers the other. A failing ``preflight`` is what is raised (the count is
+    waited for, and nothing has been written either way). The connection is read before the count
+    starts, so that every Airflow call stays in this thread."""
+    if preflight is None:
+        return count_partition_rows(clickhouse, table, scope)
+    clickhouse.prepare()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckling-count") as pool:
+        counting = pool.submit(count_partition_rows, clickhouse, table, scope)
+        preflight()
+        return counting.result()
+
+
 def planned_files(rows: int, rows_per_file: int) -> int:
     """Files for a partition of ``rows``: one up to ``rows_per_file``, then one per ``rows_per_file``."""
     if rows_per_file < 1:
@@ -139,17 +157,20 @@ def export_partition(
     *,
     dry_run: bool = False,
     rows_per_file: int | None = None,
+    preflight: Callable[[], None] | None = None,
 ) -> ExportResult:
     """Write ``scope`` of ``table`` to ``storage`` under keys unique to ``token``.
 
     :param dry_run: log the statement (credentials masked) and where it would write; write nothing.
     :param rows_per_file: split a partition of more rows than this into files of about this many rows
         (one statement, one scan); default ``[duckling] rows_per_file``.
+    :param preflight: a check of the destination that must pass before anything is written; it runs
+        in this thread while the row count runs in another.
     """
     from airflow_provider_duckling.settings import rows_per_file as default_rows_per_file
 
     target = rows_per_file or default_rows_per_file()
-    expected = count_partition_rows(clickhouse, table, scope)
+    expected = count_alongside(clickhouse, table, scope, preflight)
     files = planned_files(expected, target)
     key, pattern = file_keys(scope, table, token, files)
     sql, params = export_statement(clickhouse, storage, table, scope, key, settings, files)

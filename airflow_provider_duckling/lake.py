@@ -18,9 +18,10 @@ from typing import TypeVar
 import duckdb
 
 from airflow_provider_duckling.errors import RegistrationError, SchemaDriftError, TransientError
-from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS
+from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS, OWNER_KEY
+from airflow_provider_duckling.lake_metadata import read_attached
 from airflow_provider_duckling.partitions import Partition, Scope
-from airflow_provider_duckling.quoting import duckdb_ident
+from airflow_provider_duckling.quoting import duckdb_ident, duckdb_literal
 from airflow_provider_duckling.retry import is_conflict, retry_conflicts
 from airflow_provider_duckling.tables import LAKE_SCHEMA, PERSONS, PERSONS_CURRENT_VIEW, TableSpec
 
@@ -56,8 +57,8 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: TableSpec) -> bool:
     row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-        [LAKE_ALIAS, LAKE_SCHEMA, table.name],
+        f"SELECT count(*) FROM duckdb_tables() WHERE database_name = {duckdb_literal(LAKE_ALIAS)} "
+        f"AND schema_name = {duckdb_literal(LAKE_SCHEMA)} AND table_name = {duckdb_literal(table.name)}"
     ).fetchone()
     return bool(row and row[0])
 
@@ -100,11 +101,18 @@ def ensure_table(con: duckdb.DuckDBPyConnection, table: TableSpec) -> bool:
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: TableSpec) -> dict[str, str]:
-    """The lake table's columns and their types, in order; empty when the table does not exist."""
+    """The lake table's columns and their types, in order; empty when the table does not exist.
+
+    Read from DuckLake's metadata tables, which leaves DuckLake's load of its catalog to the swap that needs
+    it anyway; DuckDB answers what those cannot describe exactly (another format, a nested type).
+    """
+    facts = read_attached(con, _METADATA, LAKE_SCHEMA, table.name, OWNER_KEY)
+    if facts is not None:
+        return facts.columns
     rows = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
-        "AND table_name = ? ORDER BY column_index",
-        [LAKE_ALIAS, LAKE_SCHEMA, table.name],
+        f"SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = {duckdb_literal(LAKE_ALIAS)} "
+        f"AND schema_name = {duckdb_literal(LAKE_SCHEMA)} AND table_name = {duckdb_literal(table.name)} "
+        "ORDER BY column_index"
     ).fetchall()
     return {name: normalize_type(kind) for name, kind in rows}
 
@@ -112,7 +120,8 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: TableSpec) -> dict[str,
 def file_columns(con: duckdb.DuckDBPyConnection, uri: str) -> dict[str, str]:
     try:
         rows = con.execute(
-            "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false))", [uri]
+            "SELECT column_name, column_type FROM "
+            f"(DESCRIBE SELECT * FROM read_parquet({duckdb_literal(uri)}, hive_partitioning = false))"
         ).fetchall()
     except duckdb.IOException as exc:  # S3 unreachable or refusing the read (e.g. an expired session): retryable
         raise TransientError(f"cannot read the exported file: {_io_reason(exc)}") from None
@@ -172,10 +181,9 @@ def registered_files(con: duckdb.DuckDBPyConnection, uris: list[str], data_path:
     if not uris:
         return {}
     wanted = {p: uri for uri in uris for p in _catalog_paths(uri, data_path)}
-    placeholders = ", ".join("?" for _ in wanted)
+    paths = ", ".join(duckdb_literal(path) for path in wanted)
     rows = con.execute(
-        f"SELECT path, end_snapshot IS NULL FROM {_METADATA}.ducklake_data_file WHERE path IN ({placeholders})",
-        list(wanted),
+        f"SELECT path, end_snapshot IS NULL FROM {_METADATA}.ducklake_data_file WHERE path IN ({paths})"
     ).fetchall()
     found: dict[str, bool] = {}
     for path, live in rows:
@@ -193,17 +201,17 @@ def rows_proven_in_scope(con: duckdb.DuckDBPyConnection, table: TableSpec, scope
     """
     if not uris:
         return 0
+    day_column = duckdb_literal(table.day_column)
     groups = con.execute(
-        """
+        f"""
         SELECT file_name, row_group_id, any_value(row_group_num_rows),
                min(TRY_CAST(stats_min_value AS BIGINT)) FILTER (WHERE path_in_schema = 'team_id'),
                max(TRY_CAST(stats_max_value AS BIGINT)) FILTER (WHERE path_in_schema = 'team_id'),
-               min(TRY_CAST(stats_min_value AS TIMESTAMPTZ)) FILTER (WHERE path_in_schema = ?),
-               max(TRY_CAST(stats_max_value AS TIMESTAMPTZ)) FILTER (WHERE path_in_schema = ?)
-        FROM parquet_metadata(?)
+               min(TRY_CAST(stats_min_value AS TIMESTAMPTZ)) FILTER (WHERE path_in_schema = {day_column}),
+               max(TRY_CAST(stats_max_value AS TIMESTAMPTZ)) FILTER (WHERE path_in_schema = {day_column})
+        FROM parquet_metadata({duckdb_literal(list(uris))})
         GROUP BY file_name, row_group_id
-        """,
-        [table.day_column, table.day_column, uris],
+        """
     ).fetchall()
     total = 0
     for _, _, rows, team_min, team_max, day_min, day_max in groups:
@@ -220,8 +228,7 @@ def rows_proven_in_scope(con: duckdb.DuckDBPyConnection, table: TableSpec, scope
 
 def count_rows(con: duckdb.DuckDBPyConnection, table: TableSpec, scope: Scope) -> int:
     """Rows of ``scope`` (a team-day, or a whole team) in the lake table."""
-    predicate, params = scope.lake_predicate(table.day_column)
-    row = con.execute(f"SELECT count(*) FROM {qualified(table)} WHERE {predicate}", params).fetchone()
+    row = con.execute(f"SELECT count(*) FROM {qualified(table)} WHERE {scope.lake_predicate(table.day_column)}").fetchone()
     return int(row[0])
 
 
@@ -245,7 +252,7 @@ def swap(
     :param cleanup_existing: delete the scope's existing rows in the same transaction (the default).
     :param reset_table: drop and recreate the table (and its view) in the same transaction first.
     """
-    predicate, params = scope.lake_predicate(table.day_column)
+    predicate = scope.lake_predicate(table.day_column)
 
     def attempt() -> SwapResult:
         con.execute("BEGIN")
@@ -262,7 +269,8 @@ def swap(
             )
         if commit_message:
             con.execute(
-                f"CALL {duckdb_ident(LAKE_ALIAS)}.set_commit_message('airflow-provider-duckling', ?)", [commit_message]
+                f"CALL {duckdb_ident(LAKE_ALIAS)}.set_commit_message('airflow-provider-duckling', "
+                f"{duckdb_literal(commit_message)})"
             )
         dropped = 0
         if reset_table:
@@ -276,16 +284,16 @@ def swap(
         # its current rows are counted to check the sum afterwards.
         before, deleted = 0, 0
         if cleanup_existing:
-            row = con.execute(f"DELETE FROM {qualified(table)} WHERE {predicate}", params).fetchone()
+            row = con.execute(f"DELETE FROM {qualified(table)} WHERE {predicate}").fetchone()
             deleted = int(row[0]) if row else 0
         else:
             before = count_rows(con, table, scope)
         for uri in uris:
             try:
                 con.execute(
-                    "CALL ducklake_add_data_files(?, ?, ?, schema => ?, hive_partitioning => false, "
-                    "allow_missing => true, ignore_extra_columns => true)",
-                    [LAKE_ALIAS, table.name, uri, LAKE_SCHEMA],
+                    f"CALL ducklake_add_data_files({duckdb_literal(LAKE_ALIAS)}, {duckdb_literal(table.name)}, "
+                    f"{duckdb_literal(uri)}, schema => {duckdb_literal(LAKE_SCHEMA)}, hive_partitioning => false, "
+                    "allow_missing => true, ignore_extra_columns => true)"
                 )
             except duckdb.Error as exc:
                 if is_conflict(exc):

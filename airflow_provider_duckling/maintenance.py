@@ -26,7 +26,7 @@ import duckdb
 
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS
 from airflow_provider_duckling.lake import qualified, table_exists, with_conflict_retries
-from airflow_provider_duckling.quoting import duckdb_ident, duckdb_str
+from airflow_provider_duckling.quoting import duckdb_ident, duckdb_literal, duckdb_str
 from airflow_provider_duckling.storage import DucklingStorage
 from airflow_provider_duckling.tables import LAKE_SCHEMA, TABLES
 
@@ -62,8 +62,8 @@ def live_files(con: duckdb.DuckDBPyConnection) -> set[str]:
     for table in TABLES.values():
         if table_exists(con, table):
             rows = con.execute(
-                "SELECT data_file, delete_file FROM ducklake_list_files(?, ?, schema => ?)",
-                ["lake", table.name, LAKE_SCHEMA],
+                f"SELECT data_file, delete_file FROM ducklake_list_files({duckdb_literal(LAKE_ALIAS)}, "
+                f"{duckdb_literal(table.name)}, schema => {duckdb_literal(LAKE_SCHEMA)})"
             ).fetchall()
             files.update(path for row in rows for path in row if path)
     return files
@@ -73,11 +73,11 @@ def _known_export_paths(con: duckdb.DuckDBPyConnection, data_path: str) -> set[s
     """Every export file the catalog knows in any way (live, in an old snapshot, or queued for deletion),
     as absolute URIs: DuckLake stores them absolute or relative to DATA_PATH."""
     metadata = duckdb_ident(f"__ducklake_metadata_{LAKE_ALIAS}")
+    pattern = duckdb_literal(f"%{EXPORT_PREFIX}%")
     rows = con.execute(
-        f"SELECT path FROM {metadata}.ducklake_data_file WHERE path LIKE ? "
-        f"UNION SELECT path FROM {metadata}.ducklake_delete_file WHERE path LIKE ? "
-        f"UNION SELECT path FROM {metadata}.ducklake_files_scheduled_for_deletion WHERE path LIKE ?",
-        [f"%{EXPORT_PREFIX}%"] * 3,
+        f"SELECT path FROM {metadata}.ducklake_data_file WHERE path LIKE {pattern} "
+        f"UNION SELECT path FROM {metadata}.ducklake_delete_file WHERE path LIKE {pattern} "
+        f"UNION SELECT path FROM {metadata}.ducklake_files_scheduled_for_deletion WHERE path LIKE {pattern}"
     ).fetchall()
     return {path if "://" in path or path.startswith("/") else data_path + path for (path,) in rows}
 
@@ -121,19 +121,20 @@ def maintain_lake(
     for table in TABLES.values():
         if merge and not dry_run and table_exists(con, table):
             merged = with_conflict_retries(con, f"merge {qualified(table)}", lambda t=table: con.execute(
-                "CALL ducklake_merge_adjacent_files('lake', ?, schema => ?, max_compacted_files => ?)",
-                [t.name, LAKE_SCHEMA, max_merge_files],
+                f"CALL ducklake_merge_adjacent_files({duckdb_literal(LAKE_ALIAS)}, {duckdb_literal(t.name)}, "
+                f"schema => {duckdb_literal(LAKE_SCHEMA)}, max_compacted_files => {duckdb_literal(int(max_merge_files))})"
             ).fetchall())
             report.merged_files += sum(int(row[2]) for row in merged)
     flag = "true" if dry_run else "false"
     expired = with_conflict_retries(con, "expire snapshots", lambda: con.execute(
-        f"CALL ducklake_expire_snapshots('lake', dry_run => {flag}, older_than => ?)", [now - snapshot_retention],
+        f"CALL ducklake_expire_snapshots('lake', dry_run => {flag}, "
+        f"older_than => {duckdb_literal(now - snapshot_retention)})"
     ).fetchall())
     report.expired_snapshots = len(expired)
     # Files DuckLake scheduled for deletion up to this moment, including those the expiry above just
     # released: no unexpired snapshot references them.
     old_files = con.execute(
-        f"CALL ducklake_cleanup_old_files('lake', dry_run => {flag}, older_than => ?)", [dt.datetime.now(dt.UTC)],
+        f"CALL ducklake_cleanup_old_files('lake', dry_run => {flag}, older_than => {duckdb_literal(dt.datetime.now(dt.UTC))})"
     ).fetchall()
     report.deleted_old_files = len(old_files)
     orphans, report.recent_orphans_kept = _orphans(con, storage, orphans_before)

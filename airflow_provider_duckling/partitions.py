@@ -87,12 +87,13 @@ class Partition:
         """Object key of the file written by one attempt of one run."""
         return f"{self.prefix(table)}{run_token}.parquet"
 
-    def lake_predicate(self, day_column: str) -> tuple[str, list[object]]:
-        """SQL predicate (with ``?`` parameters) selecting this partition's rows in the lake."""
-        from airflow_provider_duckling.quoting import duckdb_ident
+    def lake_predicate(self, day_column: str) -> str:
+        """SQL predicate (values as literals) selecting this partition's rows in the lake."""
+        from airflow_provider_duckling.quoting import duckdb_ident, duckdb_literal
 
         col = duckdb_ident(day_column)
-        return f"team_id = ? AND {col} >= ? AND {col} < ?", [self.team_id, self.start, self.end]
+        return (f"team_id = {duckdb_literal(self.team_id)} AND {col} >= {duckdb_literal(self.start)} "
+                f"AND {col} < {duckdb_literal(self.end)}")
 
 
 @dataclass(frozen=True, order=True)
@@ -111,8 +112,10 @@ class FullExport:
     def object_key(self, table: str, run_token: str) -> str:
         return f"{self.prefix(table)}{run_token}.parquet"
 
-    def lake_predicate(self, day_column: str) -> tuple[str, list[object]]:
-        return "team_id = ?", [self.team_id]
+    def lake_predicate(self, day_column: str) -> str:
+        from airflow_provider_duckling.quoting import duckdb_literal
+
+        return f"team_id = {duckdb_literal(self.team_id)}"
 
 
 Scope = Partition | FullExport

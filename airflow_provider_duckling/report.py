@@ -7,7 +7,7 @@ import datetime as dt
 from airflow_provider_duckling.catalog import Duckling
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.lake import qualified, table_exists
-from airflow_provider_duckling.quoting import duckdb_ident
+from airflow_provider_duckling.quoting import duckdb_ident, duckdb_literal
 from airflow_provider_duckling.tables import get_table
 
 
@@ -19,8 +19,8 @@ def lake_day_counts(duckling: Duckling, table_name: str, ducklake_conn_id: str |
             return {}
         day_col = duckdb_ident(table.day_column)
         rows = con.execute(
-            f"SELECT CAST({day_col} AS DATE) AS d, count(*) FROM {qualified(table)} WHERE team_id = ? GROUP BY d ORDER BY d",
-            [duckling.team_id],
+            f"SELECT CAST({day_col} AS DATE) AS d, count(*) FROM {qualified(table)} "
+            f"WHERE team_id = {duckdb_literal(duckling.team_id)} GROUP BY d ORDER BY d"
         ).fetchall()
     return {d: int(n) for d, n in rows}
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.support.runs import logged_text, run, snapshot_id
+from tests.support.runs import catalog_tables, logged_text, run, snapshot_id
 from tests.support.stack import DAYS
 
 FUTURE = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)).isoformat()
@@ -43,10 +43,8 @@ def test_bad_trigger_input_fails_clearly_and_writes_nothing(stack, fresh, conf, 
     if message:
         assert message in text
     assert stack.keys(fresh.bucket) == []
-    # Nothing registered: no lake table exists (the catalog may be initialised by the pre-flight attach).
-    from airflow_provider_duckling.report import lake_day_counts
-
-    assert lake_day_counts(fresh, "events") == {}
+    # Nothing registered, nothing initialised: the export's pre-flight only reads the catalog.
+    assert catalog_tables(stack, fresh) == 0
 
 
 @pytest.mark.parametrize("bad", ["bad partition key", "1-2024-03-08", "x_2024-03-08"])
@@ -71,7 +69,7 @@ def test_wrong_catalog_password_fails_without_writing_or_leaking(stack, fresh, m
     monkeypatch.setenv("AIRFLOW_CONN_DUCKLAKE_DEFAULT", json.dumps(conn))
     assert run(1, DAYS[0]).state == "failed"
     text = logged_text(caplog, capfd)
-    assert "cannot attach the duckling catalog of team 1" in text
+    assert "cannot reach the duckling catalog of team 1" in text
     assert "wrong-password-Secret5500" not in text
     assert stack.keys(fresh.bucket) == []
 

@@ -219,7 +219,7 @@ def test_catalog_validate_names_each_broken_piece(registry, strict_sts, monkeypa
         "team 65: connection: DuckLake connection 'ducklake_missing' is not defined (create it in Admin → Connections, "
         "or set AIRFLOW_CONN_DUCKLAKE_MISSING)",
     ]
-    assert problems[1].startswith("team 63: catalog: cannot attach the duckling catalog of team 63")
+    assert problems[1].startswith("team 63: catalog: cannot reach the duckling catalog of team 63")
     assert 'database "cli_no_such_catalog" does not exist' in problems[1]
     # The table marks each broken piece; what could not be checked after it is shown as such, not as a problem.
     assert row(out, "62") == ["62", "ok", "ok", "FAILED", "ok", "(new)"]

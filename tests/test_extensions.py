@@ -3,6 +3,7 @@ signed, and a file that differs from them in one bit is refused."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shutil
@@ -14,11 +15,12 @@ import pytest
 from airflow_provider_duckling.catalog import Duckling
 from airflow_provider_duckling.extensions import (
     ALL,
-    SIGNED_SHA256,
+    CHUNK,
+    SIGNED_CHUNKED_SHA256,
     _connect,
+    chunked_sha256,
     connect_with,
     extension_path,
-    file_sha256,
 )
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 
@@ -32,7 +34,7 @@ def _loaded(con: duckdb.DuckDBPyConnection) -> set[str]:
 @pytest.mark.parametrize("name", ALL)
 def test_each_installed_extension_is_pinned_and_passes_duckdbs_own_signature_check(name):
     path = extension_path(name)
-    assert file_sha256(path) in SIGNED_SHA256
+    assert chunked_sha256(path) in SIGNED_CHUNKED_SHA256
     con = _connect(allow_unsigned=False)  # DuckDB verifies the signature of what it loads here
     try:
         con.execute(f"LOAD '{path}'")
@@ -41,10 +43,21 @@ def test_each_installed_extension_is_pinned_and_passes_duckdbs_own_signature_che
         con.close()
 
 
+@pytest.mark.parametrize("size", [0, 5, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17])
+def test_the_chunked_digest_is_sha256_over_the_chunks_sha256_digests(tmp_path, size):
+    """The definition the module's docstring gives (and its shell recipe reproduces), computed plainly."""
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    path = tmp_path / f"{size}.bin"
+    path.write_bytes(data)
+    pieces = [hashlib.sha256(data[offset:offset + CHUNK]).digest() for offset in range(0, size, CHUNK)]
+    assert chunked_sha256(path) == hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert len(pieces) == -(-size // CHUNK)
+
+
 def test_a_one_bit_change_is_not_trusted_and_duckdb_refuses_it(tmp_path):
     copy = tmp_path / "ducklake.duckdb_extension"
     shutil.copyfile(extension_path("ducklake"), copy)
-    assert file_sha256(copy) == file_sha256(extension_path("ducklake"))  # same bytes, same verdict anywhere
+    assert chunked_sha256(copy) == chunked_sha256(extension_path("ducklake"))  # same bytes, same verdict anywhere
     con = connect_with([copy])
     assert "ducklake" in _loaded(con)
     con.close()
@@ -54,7 +67,7 @@ def test_a_one_bit_change_is_not_trusted_and_duckdb_refuses_it(tmp_path):
         byte = handle.read(1)
         handle.seek(4096)
         handle.write(bytes([byte[0] ^ 1]))
-    assert file_sha256(copy) not in SIGNED_SHA256
+    assert chunked_sha256(copy) not in SIGNED_CHUNKED_SHA256
     with pytest.raises(duckdb.IOException, match="signature is either missing or invalid"):
         connect_with([copy])
 
@@ -83,7 +96,7 @@ def test_hashing_started_before_a_fork_still_answers_in_the_child():
     pid = os.fork()
     if pid == 0:  # the child: its own pool; the answer must come, not hang
         os.close(read)
-        os.write(write, file_sha256(extension_path("ducklake")).encode())
+        os.write(write, chunked_sha256(extension_path("ducklake")).encode())
         os._exit(0)
     os.close(write)
     deadline = time.monotonic() + 30
@@ -96,4 +109,4 @@ def test_hashing_started_before_a_fork_still_answers_in_the_child():
     answer = os.read(read, 100).decode()
     os.close(read)
     assert os.waitstatus_to_exitcode(done[1]) == 0
-    assert answer == file_sha256(extension_path("ducklake"))
+    assert answer == chunked_sha256(extension_path("ducklake"))

@@ -123,3 +123,15 @@ def test_partition_key_runs_that_partition_with_options(stack, duckling, caplog,
     assert "belongs to team 2, not to this DAG's team 1" in logged_text(caplog, capfd)
     with pytest.raises(Exception, match="partition_key"):
         run(1, DAYS[0], partition_key="1-2024-03-11")
+
+
+def test_a_lake_column_the_metadata_cannot_describe_is_checked_through_an_attach(stack, duckling, caplog, capfd):
+    assert run(1, DAYS[0]).state == "success"
+    with DuckLakeHook().attach(duckling) as con:  # a nested type: the catalog's own tables cannot say it exactly
+        con.execute("ALTER TABLE lake.posthog.events DROP COLUMN event")
+        con.execute("ALTER TABLE lake.posthog.events ADD COLUMN event VARCHAR[]")
+    keys = stack.keys(duckling.bucket)
+    caplog.clear()
+    assert run(1, DAYS[1]).state == "failed"
+    assert "column event is VARCHAR[] in the lake table, the export writes VARCHAR" in logged_text(caplog, capfd)
+    assert stack.keys(duckling.bucket) == keys  # refused by the pre-flight: nothing exported

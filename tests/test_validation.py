@@ -22,7 +22,13 @@ from airflow_provider_duckling.errors import (
 )
 from airflow_provider_duckling.export import merged_settings, settings_clause
 from airflow_provider_duckling.partitions import Partition, parse_day, run_token, validate_team_id
-from airflow_provider_duckling.quoting import clickhouse_ident, clickhouse_str, duckdb_ident, duckdb_str
+from airflow_provider_duckling.quoting import (
+    clickhouse_ident,
+    clickhouse_str,
+    duckdb_ident,
+    duckdb_literal,
+    duckdb_str,
+)
 
 GOOD = {
     "team_id": 12345,
@@ -184,6 +190,30 @@ def test_quoting_helpers():
     assert duckdb_str("it's") == "'it''s'"
     assert clickhouse_ident("a`b") == "`a\\`b`"
     assert clickhouse_str("a'\\b") == "'a\\'\\\\b'"
+
+
+@pytest.mark.parametrize("value, sql_type", [
+    ("it's a \\ back'slash'; DROP TABLE x; --", "VARCHAR"), ("ünï\ncode\t", "VARCHAR"), ("", "VARCHAR"),
+    (-9_223_372_036_854_775_808, "BIGINT"), (12345, "INTEGER"), (True, "BOOLEAN"), (None, '"NULL"'),
+    (dt.date(2024, 3, 8), "DATE"),
+    (dt.datetime(2024, 3, 8, 23, 59, 59, 999_999, tzinfo=dt.UTC), "TIMESTAMP WITH TIME ZONE"),
+    (["s3://b/k'1.parquet", "s3://b/k2.parquet"], "VARCHAR[]"),
+])
+def test_duckdb_literals_read_back_as_exactly_the_value(value, sql_type):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    literal = duckdb_literal(value)
+    got, kind = con.execute(f"SELECT {literal}, typeof({literal})").fetchone()
+    assert got == value and kind == sql_type
+
+
+def test_duckdb_literals_refuse_what_they_cannot_state_exactly():
+    with pytest.raises(ValueError, match="naive datetime"):
+        duckdb_literal(dt.datetime(2024, 3, 8))
+    with pytest.raises(TypeError, match="no DuckDB literal for a float"):
+        duckdb_literal(1.5)
 
 
 def test_missing_connections_are_named(monkeypatch, airflow_db):

@@ -19,7 +19,7 @@ from airflow_provider_duckling.catalog import Duckling
 from airflow_provider_duckling.errors import LakeUnavailableError
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.lake import qualified, table_exists
-from airflow_provider_duckling.quoting import duckdb_ident
+from airflow_provider_duckling.quoting import duckdb_ident, duckdb_literal
 from airflow_provider_duckling.tables import PERSONS, PERSONS_CURRENT_VIEW, get_table
 
 # DuckLake's answer when a read-only attach finds an empty catalog database: reachable, never used.
@@ -59,7 +59,7 @@ def registered_days(duckling: Duckling, tables: tuple[str, ...]) -> dict[str, se
                 continue
             day = duckdb_ident(table.day_column)
             rows = con.execute(
-                f"SELECT DISTINCT CAST({day} AS DATE) FROM {qualified(table)} WHERE team_id = ?", [duckling.team_id]
+                f"SELECT DISTINCT CAST({day} AS DATE) FROM {qualified(table)} WHERE team_id = {duckdb_literal(duckling.team_id)}"
             ).fetchall()
             out[name] = {d for (d,) in rows if d is not None}
     return out
@@ -77,8 +77,8 @@ def day_tallies(duckling: Duckling, first: dt.date, last: dt.date) -> dict[dt.da
         rows = con.execute(
             f"SELECT CAST({day} AS DATE) AS d, count(*), CAST(sum(epoch_us({day})) AS VARCHAR), "
             f"CAST(sum(strlen(distinct_id)) AS VARCHAR) FROM {qualified(table)} "
-            f"WHERE team_id = ? AND {day} >= ? AND {day} < ? GROUP BY d",
-            [duckling.team_id, start, end],
+            f"WHERE team_id = {duckdb_literal(duckling.team_id)} AND {day} >= {duckdb_literal(start)} "
+            f"AND {day} < {duckdb_literal(end)} GROUP BY d"
         ).fetchall()
     return {d: Tally(int(n), (int(ts or 0), int(ids or 0))) for d, n, ts, ids in rows}
 
@@ -91,7 +91,6 @@ def current_persons_tally(duckling: Duckling) -> Tally | None:
             return None
         n, versions, ids = con.execute(
             "SELECT count(*), CAST(sum(person_version) AS VARCHAR), CAST(sum(strlen(distinct_id)) AS VARCHAR) "
-            f"FROM {qualified(PERSONS_CURRENT_VIEW)} WHERE team_id = ?",
-            [duckling.team_id],
+            f"FROM {qualified(PERSONS_CURRENT_VIEW)} WHERE team_id = {duckdb_literal(duckling.team_id)}"
         ).fetchone()
     return Tally(int(n), (int(versions or 0), int(ids or 0)))

@@ -97,6 +97,10 @@ class ClickHouseHook(BaseHook):
         self._address: tuple[str | None, int | None] = (None, None)
         self._configured = False
 
+    def prepare(self) -> None:
+        """Read the connection and open the client now (once): before the hook is used from another thread."""
+        self._configure()
+
     def _configure(self) -> None:
         if self._configured:
             return

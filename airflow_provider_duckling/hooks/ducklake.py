@@ -3,8 +3,9 @@
 Extensions are loaded offline by :mod:`airflow_provider_duckling.extensions` (an embedded lake needs
 only DuckLake; S3 and a PostgreSQL catalog add httpfs and postgres_scanner). Every connection runs in UTC
 so that day boundaries of TIMESTAMPTZ columns are UTC days. The catalog's password goes into a DuckDB
-secret (bound parameters), never into the ATTACH string; the S3 secret holds the assumed role's session
-credentials and is scoped to the duckling's bucket.
+secret (a quoted literal in a statement that is never logged and never repeated in an error), never into
+the ATTACH string; the S3 secret holds the assumed role's session credentials and is scoped to the
+duckling's bucket.
 
 Connection type ``ducklake`` (default id ``ducklake_default``): login/password = the catalog's PostgreSQL
 user; port = default catalog port; extra:
@@ -38,7 +39,13 @@ from airflow_provider_duckling.credentials import assume_duckling_role
 from airflow_provider_duckling.errors import ConfigurationError, LakeUnavailableError
 from airflow_provider_duckling.extensions import ALL, LOCAL, connect_duckdb, prefetch
 from airflow_provider_duckling.hooks.extras import connection_extras
-from airflow_provider_duckling.quoting import duckdb_str
+from airflow_provider_duckling.lake_metadata import (
+    CatalogFacts,
+    CatalogUnreadable,
+    read_embedded,
+    read_postgres,
+)
+from airflow_provider_duckling.quoting import duckdb_literal, duckdb_str
 from airflow_provider_duckling.redaction import register_secret, scrub
 from airflow_provider_duckling.retry import retry_conflicts
 from airflow_provider_duckling.storage import DucklingStorage
@@ -50,11 +57,17 @@ _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 
 
 def create_secret(con: duckdb.DuckDBPyConnection, name: str, kind: str, options: dict[str, Any]) -> None:
-    """``CREATE OR REPLACE SECRET name (TYPE kind, …)`` with every value bound, never in the SQL text.
+    """``CREATE OR REPLACE SECRET name (TYPE kind, …)``: the values as quoted literals (see
+    :mod:`~airflow_provider_duckling.quoting`), in a statement that is never logged and whose error never
+    repeats it: only the error's type and its scrubbed first line leave this function.
 
     ``name`` and ``kind`` are this module's constants; the option names are DuckDB's keywords."""
-    names = ", ".join(f"{option} ?" for option in options)
-    con.execute(f"CREATE OR REPLACE SECRET {name} (TYPE {kind}, {names})", list(options.values()))
+    values = ", ".join(f"{option} {duckdb_literal(value)}" for option, value in options.items())
+    try:
+        con.execute(f"CREATE OR REPLACE SECRET {name} (TYPE {kind}, {values})")
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise LakeUnavailableError(scrub(f"cannot create the {name} secret: {type(exc).__name__}: {first}")) from None
 
 
 @dataclass(frozen=True)
@@ -131,16 +144,21 @@ class DuckLakeHook(BaseHook):
             console_url=extra.get("console_url") or None,
         )
 
-    def storage(self, duckling: Duckling, settings: LakeSettings | None = None) -> DucklingStorage:
+    def storage(
+        self, duckling: Duckling, settings: LakeSettings | None = None, *, will_attach: bool = True
+    ) -> DucklingStorage:
         """The duckling's data location, with freshly assumed role credentials in S3 mode.
 
         :param duckling: the registry entry whose role is assumed.
         :param settings: the connection's settings, if already read.
+        :param will_attach: the caller attaches the lake next, so DuckDB's extension files are checked
+            in the background while STS answers.
         """
         settings = settings or self.settings(duckling)
         if settings.local_root is not None:
             return DucklingStorage(duckling.bucket, duckling.bucket_region, local_dir=settings.local_root / duckling.bucket)
-        prefetch(settings.extensions)  # the extension files are checked while STS answers
+        if will_attach:
+            prefetch(settings.extensions)
         creds = assume_duckling_role(settings.aws_conn_id, duckling)
         return DucklingStorage(duckling.bucket, duckling.bucket_region, creds, endpoint_url=settings.s3_endpoint_url)
 
@@ -177,7 +195,7 @@ class DuckLakeHook(BaseHook):
                         f"{duckling.team_id}'s {storage.data_path}: it belongs to another duckling; refusing to touch it"
                     ) from None
                 raise LakeUnavailableError(
-                    scrub(f"cannot attach the duckling catalog of team {duckling.team_id}: {type(exc).__name__}: "
+                    scrub(f"cannot reach the duckling catalog of team {duckling.team_id}: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}")
                 ) from None
             yield con
@@ -186,24 +204,47 @@ class DuckLakeHook(BaseHook):
 
     @staticmethod
     def _verify_ownership(con: duckdb.DuckDBPyConnection, duckling: Duckling, storage: DucklingStorage, claim: bool) -> None:
-        """Refuse a catalog that belongs to another duckling: its stored data path must be this duckling's,
-        and its owner mark (written on first use) this team's."""
+        """Refuse a catalog that belongs to another duckling (see :func:`check_ownership`); a first use
+        claims it with this team's owner mark."""
         metadata = f"__ducklake_metadata_{LAKE_ALIAS}"
         rows = dict(con.execute(
-            f'SELECT key, value FROM "{metadata}".ducklake_metadata WHERE scope IS NULL AND key IN (?, ?)',
-            ["data_path", OWNER_KEY],
+            f'SELECT key, value FROM "{metadata}".ducklake_metadata WHERE scope IS NULL '
+            f"AND key IN ({duckdb_literal('data_path')}, {duckdb_literal(OWNER_KEY)})"
         ).fetchall())
-        where = f"catalog {duckling.db_name} on {duckling.db_host}"
-        if rows.get("data_path") and rows["data_path"].rstrip("/") != storage.data_path.rstrip("/"):
-            raise ConfigurationError(
-                f"{where} keeps its data in {rows['data_path']}, not in team {duckling.team_id}'s "
-                f"{storage.data_path}: it belongs to another duckling; refusing to touch it"
-            )
-        owner = rows.get(OWNER_KEY)
-        if owner is not None and owner != str(duckling.team_id):
-            raise ConfigurationError(f"{where} belongs to team {owner}, not to team {duckling.team_id}; refusing to touch it")
+        owner = check_ownership(rows.get("data_path"), rows.get(OWNER_KEY), duckling, storage)
         if owner is None and claim:
-            con.execute(f'INSERT INTO "{metadata}".ducklake_metadata VALUES (?, ?, NULL, NULL)', [OWNER_KEY, str(duckling.team_id)])
+            con.execute(f'INSERT INTO "{metadata}".ducklake_metadata VALUES '
+                        f"({duckdb_literal(OWNER_KEY)}, {duckdb_literal(str(duckling.team_id))}, NULL, NULL)")
+
+    def read_catalog(self, duckling: Duckling, storage: DucklingStorage, schema: str, table: str) -> CatalogFacts | None:
+        """What the export pre-flight needs, read from the catalog's metadata tables without attaching the
+        lake: whether it is initialised, and ``schema.table``'s columns. Ownership is checked as on attach;
+        nothing is written (a new catalog is claimed by the first attach).
+
+        :param duckling: the registry entry whose catalog is read.
+        :param storage: its storage (the data path the catalog must keep).
+        :param schema: the lake schema.
+        :param table: the lake table.
+        :return: ``None`` when the metadata cannot answer exactly (another DuckLake format, a nested
+            column type): then attach and ask DuckDB.
+        :raises ConfigurationError: the catalog belongs to another duckling or team.
+        :raises LakeUnavailableError: the catalog cannot be reached or read.
+        """
+        settings = self.settings(duckling)
+        try:
+            if settings.local_root is not None:
+                facts = read_embedded(_embedded_catalog(settings.local_root, duckling), schema, table, OWNER_KEY)
+            else:
+                login = _catalog_login(duckling, settings)
+                facts = read_postgres({
+                    "host": login["HOST"], "port": login["PORT"], "dbname": login["DATABASE"], "user": login["USER"],
+                    "password": login["PASSWORD"], "sslmode": settings.sslmode, "connect_timeout": 10,
+                }, schema, table, OWNER_KEY)
+        except CatalogUnreadable as exc:
+            raise LakeUnavailableError(scrub(f"cannot reach the duckling catalog of team {duckling.team_id}: {exc}")) from None
+        if facts is not None and facts.initialised:
+            check_ownership(facts.data_path, facts.owner, duckling, storage)
+        return facts
 
     @staticmethod
     def _create_s3_secret(con: duckdb.DuckDBPyConnection, storage: DucklingStorage) -> None:
@@ -233,17 +274,10 @@ class DuckLakeHook(BaseHook):
         if settings.local_root is not None:
             if not read_only:
                 settings.local_root.mkdir(parents=True, exist_ok=True)
-            metadata = duckdb_str(f"ducklake:{settings.local_root / (duckling.db_name + '.ducklake')}")
+            metadata = duckdb_str(f"ducklake:{_embedded_catalog(settings.local_root, duckling)}")
             con.execute(f"ATTACH {metadata} AS {LAKE_ALIAS} (DATA_PATH {data_path}{mode})")
             return
-        options: dict[str, Any] = {
-            "HOST": duckling.db_host,
-            "PORT": duckling.db_port or settings.port or 5432,
-            "DATABASE": duckling.db_name,
-            "USER": settings.login or "postgres",
-            "PASSWORD": settings.password or "",
-        }
-        create_secret(con, "duckling_catalog", "postgres", options)
+        create_secret(con, "duckling_catalog", "postgres", _catalog_login(duckling, settings))
         # libpq options only; the identifying values all come from the secret above.
         metadata = duckdb_str(f"ducklake:postgres:sslmode={settings.sslmode} connect_timeout=10")
         con.execute(
@@ -270,6 +304,39 @@ class DuckLakeHook(BaseHook):
         except Exception as exc:
             return False, scrub(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
         return True, "; ".join(checks)
+
+
+def _embedded_catalog(local_root: Path, duckling: Duckling) -> Path:
+    """The DuckDB file holding an embedded duckling's catalog."""
+    return local_root / f"{duckling.db_name}.ducklake"
+
+
+def _catalog_login(duckling: Duckling, settings: LakeSettings) -> dict[str, Any]:
+    """Where and as whom the duckling's PostgreSQL catalog is reached (DuckDB's postgres secret keywords)."""
+    return {
+        "HOST": duckling.db_host,
+        "PORT": duckling.db_port or settings.port or 5432,
+        "DATABASE": duckling.db_name,
+        "USER": settings.login or "postgres",
+        "PASSWORD": settings.password or "",
+    }
+
+
+def check_ownership(data_path: str | None, owner: str | None, duckling: Duckling, storage: DucklingStorage) -> str | None:
+    """Refuse a catalog that belongs to another duckling: its stored data path must be this duckling's, and
+    its owner mark (written on first use), if any, this team's. Returns the owner mark.
+
+    :raises ConfigurationError: either does not match.
+    """
+    where = f"catalog {duckling.db_name} on {duckling.db_host}"
+    if data_path and data_path.rstrip("/") != storage.data_path.rstrip("/"):
+        raise ConfigurationError(
+            f"{where} keeps its data in {data_path}, not in team {duckling.team_id}'s "
+            f"{storage.data_path}: it belongs to another duckling; refusing to touch it"
+        )
+    if owner is not None and owner != str(duckling.team_id):
+        raise ConfigurationError(f"{where} belongs to team {owner}, not to team {duckling.team_id}; refusing to touch it")
+    return owner
 
 
 def _check_local_root(root: Path) -> str:

@@ -11,6 +11,8 @@ from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_duckling.catalog import Duckling, get_duckling
 from airflow_provider_duckling.errors import ConfigurationError, DucklingError, TransientError
+from airflow_provider_duckling.extensions import prefetch
+from airflow_provider_duckling.heap import frozen_heap
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook, LakeSettings
 from airflow_provider_duckling.links import ExportedObjectsLink, objects_url
 from airflow_provider_duckling.options import as_bool, resolve_scope
@@ -61,6 +63,8 @@ class DucklingPartitionOperator(BaseOperator):
     """
 
     operator_extra_links = (ExportedObjectsLink(),)
+    #: Whether the task attaches the lake with DuckDB (the export task reads the catalog's tables instead).
+    attaches_lake = True
     _base_fields = ("team_id", "day", "partition_key", "full_export", "create_tables_if_missing", "delete_tables", "dry_run")
 
     def __init__(
@@ -95,12 +99,14 @@ class DucklingPartitionOperator(BaseOperator):
         self.lineage_facts: Any = None
 
     def execute(self, context: Context) -> Any:
-        """Run :meth:`run`; a permanent, explained error fails the task without retries (same input, same
-        failure), with its one-line message; transient ones are left to Airflow's retries."""
+        """Run :meth:`run` (with the heap that existed before it frozen, see :mod:`~airflow_provider_duckling.heap`);
+        a permanent, explained error fails the task without retries (same input, same failure), with its
+        one-line message; transient ones are left to Airflow's retries."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         try:
-            return self.run(context)
+            with frozen_heap():
+                return self.run(context)
         except AirflowSkipException:
             raise
         except TransientError as exc:
@@ -142,7 +148,10 @@ class DucklingPartitionOperator(BaseOperator):
             raise ConfigurationError("full_export applies to persons only; events move one UTC day at a time")
         for name in ("create_tables_if_missing", "delete_tables", "dry_run"):
             self.flag(name)
+        if self.attaches_lake:  # every lake needs DuckLake: its file is checked while the registry is read
+            prefetch(("ducklake",))
         duckling = get_duckling(scope.team_id, self.registry_path)
         hook = DuckLakeHook(self.ducklake_conn_id)
         lake_settings = hook.settings(duckling)
-        return Target(scope, table, duckling, hook, hook.storage(duckling, lake_settings), lake_settings)
+        storage = hook.storage(duckling, lake_settings, will_attach=self.attaches_lake)
+        return Target(scope, table, duckling, hook, storage, lake_settings)

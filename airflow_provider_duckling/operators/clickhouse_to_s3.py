@@ -46,6 +46,7 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
     )
     template_fields_renderers = {"clickhouse_settings": "json"}
     ui_color = "#fcd34d"
+    attaches_lake = False
 
     def __init__(
         self,
@@ -68,11 +69,12 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         skip_validation = self.flag("skip_schema_validation")
         target = self.resolve()
         dry_run = self.flag("dry_run")
-        self._preflight(target, skip_validation, dry_run)
         token = run_token(context["run_id"], context["ti"].try_number)
         clickhouse = ClickHouseHook(self.clickhouse_conn_id)
-        result = export_partition(clickhouse, target.storage, target.table, target.scope, token, settings, dry_run=dry_run,
-                                 rows_per_file=rows_per_file)
+        result = export_partition(
+            clickhouse, target.storage, target.table, target.scope, token, settings, dry_run=dry_run,
+            rows_per_file=rows_per_file, preflight=lambda: self._preflight(target, skip_validation, dry_run),
+        )
         self.objects_url = target.objects_url(result.object_keys)
         if not dry_run:
             host, port = clickhouse.address
@@ -92,6 +94,16 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
             raise ConfigurationError(f"rows_per_file must be a whole number of rows (at least 1), got {value!r}")
         return int(value)
 
+    @staticmethod
+    def _lake_columns(target: Target, dry_run: bool) -> dict[str, str]:
+        """The lake table's columns, from the catalog's metadata tables (owner checked, nothing written);
+        a catalog those cannot describe exactly is attached instead (read-only in a dry run)."""
+        facts = target.hook.read_catalog(target.duckling, target.storage, LAKE_SCHEMA, target.table.name)
+        if facts is not None:
+            return facts.columns
+        with target.hook.attach(target.duckling, target.storage, read_only=dry_run) as con:
+            return table_columns(con, target.table)
+
     def _preflight(self, target: Target, skip_validation: bool, dry_run: bool) -> None:
         """Check the lake before writing: a missing table with creation off, or a type it cannot accept."""
         create = self.flag("create_tables_if_missing")
@@ -103,10 +115,9 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
             self.log.info("event=schema_check_skipped reason=skip_schema_validation")
             return
         try:
-            with target.hook.attach(target.duckling, target.storage, read_only=dry_run) as con:
-                lake = table_columns(con, target.table)  # empty: no such table
+            lake = self._lake_columns(target, dry_run)  # empty: no such table
         except Exception as exc:
-            if dry_run:
+            if dry_run and not isinstance(exc, ConfigurationError):
                 self.log.info("event=dry_run_preflight lake not readable yet (%s): it would be initialised", type(exc).__name__)
                 return
             raise

@@ -118,7 +118,7 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         if self.flag("delete_tables"):
             self.log.warning("event=dry_run_register would DROP and recreate %s", qualified(table))
         if cleanup:
-            predicate, _ = target.scope.lake_predicate(table.day_column)
+            predicate = target.scope.lake_predicate(table.day_column)
             self.log.info("event=dry_run_register would DELETE FROM %s WHERE %s (currently %s rows)",
                           qualified(table), predicate, existing)
         for uri in exported["files"]:
