@@ -35,7 +35,6 @@ _TYPES = {
 _DECIMAL = re.compile(r"decimal\((\d+),(\d+)\)")
 
 
-
 def metadata_sql(database: str = "") -> str:
     """The catalog-wide settings (format version, data path, owner mark); ``database`` is the quoted name
     of the metadata database with a trailing dot, when it is attached under one."""
