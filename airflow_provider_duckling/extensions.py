@@ -136,7 +136,7 @@ def chunked_sha256(path: Path) -> str:
 
 def prefetch(extensions: Iterable[str] = ALL) -> None:
     """Start hashing the files of ``extensions`` in the background, so that a later connection finds them
-    checked (the hook calls this before it assumes a role: the hashing overlaps the STS round trip)."""
+    checked (the operators call this before they read the registry, the hook before it assumes a role)."""
     for name in extensions:
         _digest(extension_path(name))
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_duckling.redaction import scrubbed_message
+
 #: DuckLake catalog format versions whose metadata tables this module reads.
 KNOWN_VERSIONS = frozenset({"1.0"})
 
@@ -54,12 +56,11 @@ ORDER BY t.table_id, c.column_order
 
 
 class CatalogUnreadable(Exception):
-    """The catalog could not be reached or read (the database driver's first line of the reason)."""
+    """The catalog could not be reached or read (the database driver's first line of the reason, scrubbed)."""
 
 
 def _unreadable(exc: Exception) -> CatalogUnreadable:
-    text = str(exc).strip()
-    return CatalogUnreadable(f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
+    return CatalogUnreadable(scrubbed_message(exc))
 
 
 @dataclass(frozen=True)

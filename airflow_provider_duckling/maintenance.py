@@ -118,23 +118,24 @@ def maintain_lake(
     :param max_merge_files: at most this many small files are merged per table in one pass.
     """
     report = MaintenanceReport(team_id=team_id, dry_run=dry_run, files_before=len(live_files(con)))
+    lake = duckdb_literal(LAKE_ALIAS)
     for table in TABLES.values():
         if merge and not dry_run and table_exists(con, table):
             merged = with_conflict_retries(con, f"merge {qualified(table)}", lambda t=table: con.execute(
-                f"CALL ducklake_merge_adjacent_files({duckdb_literal(LAKE_ALIAS)}, {duckdb_literal(t.name)}, "
+                f"CALL ducklake_merge_adjacent_files({lake}, {duckdb_literal(t.name)}, "
                 f"schema => {duckdb_literal(LAKE_SCHEMA)}, max_compacted_files => {duckdb_literal(int(max_merge_files))})"
             ).fetchall())
             report.merged_files += sum(int(row[2]) for row in merged)
     flag = "true" if dry_run else "false"
     expired = with_conflict_retries(con, "expire snapshots", lambda: con.execute(
-        f"CALL ducklake_expire_snapshots('lake', dry_run => {flag}, "
+        f"CALL ducklake_expire_snapshots({lake}, dry_run => {flag}, "
         f"older_than => {duckdb_literal(now - snapshot_retention)})"
     ).fetchall())
     report.expired_snapshots = len(expired)
     # Files DuckLake scheduled for deletion up to this moment, including those the expiry above just
     # released: no unexpired snapshot references them.
     old_files = con.execute(
-        f"CALL ducklake_cleanup_old_files('lake', dry_run => {flag}, older_than => {duckdb_literal(dt.datetime.now(dt.UTC))})"
+        f"CALL ducklake_cleanup_old_files({lake}, dry_run => {flag}, older_than => {duckdb_literal(dt.datetime.now(dt.UTC))})"
     ).fetchall()
     report.deleted_old_files = len(old_files)
     orphans, report.recent_orphans_kept = _orphans(con, storage, orphans_before)

@@ -3,7 +3,8 @@
 ClickHouse receives values (team ids, days, paths, credentials) as server-side bound parameters; these
 helpers cover its identifiers and SETTINGS. DuckDB receives values as literals rendered by
 :func:`duckdb_literal`: binding any Python value in DuckDB's client makes it import pandas and numpy
-(about 0.25 s and 85 MiB in a fresh task process), which is more than a whole registration costs.
+(about 0.2 s and 75 MiB in a fresh task process; ``bench/p2_export_wall.py`` measures it), which is more
+than a whole registration costs.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ process does, attach the duckling, ``register_files``: schema check, the swap tr
 check; then close the connection). Each repetition registers into its own lake whose table already exists
 (the steady state: a new day in an existing lake). Ratio = median of ours ÷ median of the baseline; the
 two alternate which runs first.
+It ends with two figures from fresh connections and interpreters: loading the extensions, and what a new
+task process would pay without ``heap.frozen_heap`` and ``quoting.duckdb_literal``.
 
     .venv/bin/python bench/p2_export_wall.py [--rows 1000000] [--repeat 15] [--storage s3|local|both] [--quick]
 """
@@ -79,9 +81,11 @@ def measure(mode: str, new_duckling, rows: int, repeat: int) -> str:
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
     from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
     from airflow_provider_duckling.lake import check_schema, ensure_table, register_files
+    from airflow_provider_duckling.operators.base import Target
+    from airflow_provider_duckling.operators.clickhouse_to_s3 import ClickHouseToDucklingS3Operator
     from airflow_provider_duckling.partitions import Partition
     from airflow_provider_duckling.sample_data import create_schema, insert_events
-    from airflow_provider_duckling.tables import EVENTS, LAKE_SCHEMA, export_select
+    from airflow_provider_duckling.tables import EVENTS, export_select
 
     clickhouse = ClickHouseHook()
     create_schema(clickhouse)
@@ -116,14 +120,13 @@ def measure(mode: str, new_duckling, rows: int, repeat: int) -> str:
             export_storage = hook.storage(duckling, will_attach=False)
             times["export_role"] = time.perf_counter() - start
 
-            def preflight() -> None:  # the export task's schema pre-flight, run alongside the row count
+            target = Target(partition, EVENTS, duckling, hook, export_storage, hook.settings(duckling))
+
+            def preflight() -> None:  # the export operator's own schema read, run alongside the row count
                 began = time.perf_counter()
-                facts = hook.read_catalog(duckling, export_storage, LAKE_SCHEMA, EVENTS.name)
-                if facts is None or not facts.columns:
-                    raise RuntimeError("the pre-flight could not read the lake table's columns from the catalog")
-                problems = check_schema(EVENTS.lake_columns, facts.columns).incompatible
-                if problems:
-                    raise RuntimeError(f"schema pre-flight: {problems}")
+                problems = check_schema(EVENTS.lake_columns, ClickHouseToDucklingS3Operator._lake_columns(target, False))
+                if problems.incompatible:
+                    raise RuntimeError(f"schema pre-flight: {problems.incompatible}")
                 times["preflight"] = time.perf_counter() - began
 
             exported = export_partition(timed_clickhouse, export_storage, EVENTS, partition, f"p2-{i}",
@@ -202,7 +205,7 @@ def measure(mode: str, new_duckling, rows: int, repeat: int) -> str:
                              [[f"{_stack.median(v) * 1000:.0f} ms", k] for k, v in slowest])
     return head + _stack.table(["step", "wall", "rows/s", "÷ baseline", "goal", "result"], rows_out) + (
         "\n\nWhere our time goes, slowest statements:\n" + breakdown) + "\n\n" + extension_loading(
-        hook.settings().extensions)
+        hook.settings().extensions) + "\n" + fresh_process_costs()
 
 
 def extension_loading(extensions: tuple[str, ...], repeat: int = 7) -> str:
@@ -231,6 +234,44 @@ def extension_loading(extensions: tuple[str, ...], repeat: int = 7) -> str:
     ours = _stack.median([pinned() for _ in range(repeat)])
     return (f"Loading {', '.join(extensions)} in a fresh connection (median of {repeat}): DuckDB's signature check "
             f"{checked * 1000:.0f} ms, the pinned-hash check {ours * 1000:.0f} ms")
+
+
+# Run in a new interpreter: what a task process has loaded before its task starts, then the two costs the
+# package avoids (see airflow_provider_duckling.heap and airflow_provider_duckling.quoting).
+FRESH_PROCESS = """
+import gc, json, sys, time
+import airflow.sdk.execution_time.task_runner
+import airflow_provider_duckling.operators.clickhouse_to_s3, airflow_provider_duckling.operators.ducklake_register
+import duckdb
+
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+out = {"objects": len(gc.get_objects())}
+start = time.perf_counter(); gc.collect(); out["full_gc"] = time.perf_counter() - start
+con = duckdb.connect()
+start = time.perf_counter(); con.execute("SELECT 1").fetchall(); out["literal"] = time.perf_counter() - start
+before = rss_mib()
+start = time.perf_counter(); con.execute("SELECT ?", [1]).fetchall(); out["bound"] = time.perf_counter() - start
+out["bound_mib"] = rss_mib() - before
+out["pandas"] = "pandas" in sys.modules
+print(json.dumps(out))
+"""
+
+
+def fresh_process_costs(repeat: int = 3) -> str:
+    """What a fresh task process pays that the in-process runs above cannot show: a full garbage collection
+    over what Airflow and the imports created, and DuckDB's first bound Python value."""
+    import subprocess
+    import sys
+
+    runs = [json.loads(subprocess.run([sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True,
+                                      check=True).stdout) for _ in range(repeat)]
+    m = {key: _stack.median([run[key] for run in runs]) for key in ("objects", "full_gc", "literal", "bound", "bound_mib")}
+    return (f"A fresh task process, after Airflow's and the operators' imports (median of {repeat}): "
+            f"{m['objects']:,.0f} objects tracked, a full garbage collection {m['full_gc'] * 1000:.0f} ms; DuckDB's "
+            f"first statement {m['literal'] * 1000:.1f} ms with literals, {m['bound'] * 1000:.0f} ms and "
+            f"+{m['bound_mib']:.0f} MiB with one bound Python value (pandas imported: {all(r['pandas'] for r in runs)})")
 
 
 if __name__ == "__main__":

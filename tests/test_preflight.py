@@ -133,7 +133,7 @@ def test_a_locked_catalog_is_a_transient_error(embedded):
 
 
 def test_the_embedded_read_imports_no_dataframe_library(embedded):
-    """Binding a Python value in DuckDB's client imports pandas (about 0.25 s): the read binds none."""
+    """Binding a Python value in DuckDB's client imports pandas (about 0.2 s): the read binds none."""
     hook, duckling, catalog = embedded
     with hook.attach(duckling) as con:
         ensure_table(con, EVENTS)
@@ -171,12 +171,21 @@ def test_the_pre_flight_runs_here_while_the_count_runs_beside_it_and_its_failure
     from airflow_provider_duckling.partitions import Partition
     from tests.support.stack import DAYS
 
-    clickhouse = ClickHouseHook()
+    class CountingHook(ClickHouseHook):
+        """The real hook; it also notes which thread each query ran on."""
+
+        def query_rows(self, sql, parameters=None):
+            counted_on.append(threading.get_ident())
+            return super().query_rows(sql, parameters)
+
+    clickhouse = CountingHook()
     partition = Partition(1, DAYS[0])
     ran_on: list[int] = []
+    counted_on: list[int] = []
     assert count_alongside(clickhouse, EVENTS, partition, lambda: ran_on.append(threading.get_ident())) == \
         stack.counts[(1, DAYS[0])]
     assert ran_on == [threading.get_ident()]  # Airflow calls stay in the task's own thread
+    assert len(counted_on) == 1 and counted_on[0] != threading.get_ident()  # the count ran beside it
 
     def failing() -> None:
         raise ConfigurationError("the lake refuses")

@@ -1,5 +1,5 @@
 """A registration in a fresh process, as a task runs it, imports no dataframe library: binding a Python value
-in DuckDB's client imports pandas and numpy (about 0.25 s and 85 MiB per task), so the package hands DuckDB
+in DuckDB's client imports pandas and numpy (about 0.2 s and 75 MiB per task), so the package hands DuckDB
 literals instead (``quoting.duckdb_literal``)."""
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from airflow_provider_duckling.lake_metadata import (
     read_postgres,
 )
 from airflow_provider_duckling.quoting import duckdb_literal, duckdb_str
-from airflow_provider_duckling.redaction import register_secret, scrub
+from airflow_provider_duckling.redaction import register_secret, scrub, scrubbed_message
 from airflow_provider_duckling.retry import retry_conflicts
 from airflow_provider_duckling.storage import DucklingStorage
 
@@ -66,8 +66,7 @@ def create_secret(con: duckdb.DuckDBPyConnection, name: str, kind: str, options:
     try:
         con.execute(f"CREATE OR REPLACE SECRET {name} (TYPE {kind}, {values})")
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise LakeUnavailableError(scrub(f"cannot create the {name} secret: {type(exc).__name__}: {first}")) from None
+        raise LakeUnavailableError(f"cannot create the {name} secret: {scrubbed_message(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -195,8 +194,7 @@ class DuckLakeHook(BaseHook):
                         f"{duckling.team_id}'s {storage.data_path}: it belongs to another duckling; refusing to touch it"
                     ) from None
                 raise LakeUnavailableError(
-                    scrub(f"cannot reach the duckling catalog of team {duckling.team_id}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                    f"cannot reach the duckling catalog of team {duckling.team_id}: {scrubbed_message(exc)}"
                 ) from None
             yield con
         finally:
@@ -240,8 +238,8 @@ class DuckLakeHook(BaseHook):
                     "host": login["HOST"], "port": login["PORT"], "dbname": login["DATABASE"], "user": login["USER"],
                     "password": login["PASSWORD"], "sslmode": settings.sslmode, "connect_timeout": 10,
                 }, schema, table, OWNER_KEY)
-        except CatalogUnreadable as exc:
-            raise LakeUnavailableError(scrub(f"cannot reach the duckling catalog of team {duckling.team_id}: {exc}")) from None
+        except CatalogUnreadable as exc:  # its message is already one scrubbed line
+            raise LakeUnavailableError(f"cannot reach the duckling catalog of team {duckling.team_id}: {exc}") from None
         if facts is not None and facts.initialised:
             check_ownership(facts.data_path, facts.owner, duckling, storage)
         return facts
