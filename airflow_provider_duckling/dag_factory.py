@@ -7,6 +7,8 @@
   run tops up the day that just ended. Params (the trigger form) carry the original system's options and an
   optional ``partition_key``.
 * ``duckling_discover_start_dates``: finds where each new team's history starts (a task, not the parser).
+* ``duckling_topup_recent_days``: runs each team's last closed days ahead of its catch-up, so a team
+  registered with years of history has yesterday in its lake within the hour, not after the history.
 * ``duckling_registry_health``: fails, with the reason, while the registry or start dates cannot be read
   (the team DAGs then keep their last good definition instead of disappearing).
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, CronTriggerTimetable, Param, get_parsing_context, task
+from airflow.sdk import DAG, CronTriggerTimetable, Param, get_parsing_context, task
 
 from airflow_provider_duckling import settings
 from airflow_provider_duckling.catalog import Duckling
@@ -44,6 +46,7 @@ DAY_TEMPLATE = (
     "else (dag_run.run_after - macros.timedelta(days=1)).strftime('%Y-%m-%d') }}"
 )
 RETRY_DAG_ID = "duckling_retry_failed_partitions"
+TOPUP_DAG_ID = "duckling_topup_recent_days"
 MAINTENANCE_DAG_ID = "duckling_maintenance"
 
 
@@ -62,17 +65,17 @@ class DagSettings:
 
 
 def default_args() -> dict[str, Any]:
-    """Task retries with exponential backoff (``[duckling] task_retries`` / ``retry_delay_seconds``), and
-    top-ups ranked ahead of history (:class:`~airflow_provider_duckling.priority.RecentDaysFirst`)."""
-    from airflow_provider_duckling.priority import RecentDaysFirst
+    """Task retries with exponential backoff (``[duckling] task_retries`` / ``retry_delay_seconds``).
 
+    Plain values only: Airflow serializes ``default_args`` as they are, so an object here (such as the
+    priority strategy, which each task gets instead) would be written with its memory address and make
+    every parse a new DAG version."""
     return {
         "owner": "duckling",
         "retries": settings.task_retries(),
         "retry_delay": settings.retry_delay(),
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(hours=1),
-        "weight_rule": RecentDaysFirst(),
     }
 
 
@@ -96,7 +99,8 @@ def backfill_params(table: str) -> dict[str, Param]:
         params["full_export"] = Param(
             False, type="boolean", title="Full export",
             description="Export all of the team's current persons to backfill/persons/team_id=N/full/ and replace the "
-                        "team's persons in the lake in one transaction (use with delete_tables to reset).",
+                        "team's persons in the lake in one transaction. A run does this by itself when the lake has "
+                        "no full export yet (a new duckling) or with delete_tables (a reset).",
         )
     return params
 
@@ -113,13 +117,19 @@ def build_team_dag(
 
     :param start: first day to back-fill; ``None`` while discovery has not run: the DAG then exists (and
         can be triggered by hand) but schedules nothing until its start date is known.
+    :param max_active_runs: events runs at once (persons runs one at a time, see below).
     :param dag_settings: the settings, when the caller read them once for many DAGs.
     """
     from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 
+    from airflow_provider_duckling.priority import RecentDaysFirst
+    from airflow_provider_duckling.timetables import DailyCronDataIntervalTimetable
+
     config = dag_settings or DagSettings.read()
     settle = config.settle
-    schedule = CronDataIntervalTimetable("0 0 * * *", timezone="UTC") if start else None
+    # Top-ups ranked ahead of history; on each task (serialized as its class path), not in default_args.
+    weight_rule = RecentDaysFirst()
+    schedule = DailyCronDataIntervalTimetable("0 0 * * *", timezone="UTC") if start else None
     waiting = "" if start else " (waiting for start-date discovery)"
     with DAG(
         dag_id=dag_id_for(table, duckling.team_id),
@@ -127,7 +137,9 @@ def build_team_dag(
         schedule=schedule,
         start_date=dt.datetime.combine(start or config.start_floor, dt.time(), tzinfo=dt.UTC),
         catchup=True,
-        max_active_runs=max_active_runs,
+        # Persons runs one at a time: a full export (which replaces the team's persons) never lands after a
+        # top-up of a day it did not read; its history is one export, so there is little to parallelise.
+        max_active_runs=1 if table == "persons" else max_active_runs,
         default_args=dict(config.default_args),
         is_paused_upon_creation=False,
         render_template_as_native_obj=True,
@@ -137,7 +149,7 @@ def build_team_dag(
     ) as dag:
         wait = TimeDeltaSensor(
             task_id="wait_for_late_events", delta=settle, mode="reschedule", poke_interval=300,
-            timeout=settle.total_seconds() + 6 * 3600,
+            timeout=settle.total_seconds() + 6 * 3600, weight_rule=weight_rule,
             doc_md="Waits until the day has closed plus the settle delay; catch-up runs pass at once.",
         )
         common: dict[str, Any] = {
@@ -148,6 +160,7 @@ def build_team_dag(
             "create_tables_if_missing": _option("create_tables_if_missing"),
             "delete_tables": _option("delete_tables"),
             "dry_run": _option("dry_run"),
+            "weight_rule": weight_rule,
         }
         if table == "persons":
             common["full_export"] = _option("full_export")
@@ -195,7 +208,7 @@ def build_discovery_dag() -> DAG:
     """Every 15 minutes: discover the start dates of teams that have none yet, and remember them."""
     with housekeeping_dag(
         DISCOVERY_DAG_ID, "*/15 * * * *",
-        "Finds where each new duckling's history starts in ClickHouse (events and persons)",
+        "Finds where each new duckling's events history starts in ClickHouse, and its persons start day",
     ) as dag:
 
         @task(task_id="discover")
@@ -208,11 +221,17 @@ def build_discovery_dag() -> DAG:
             if current.problems:
                 raise RuntimeError("; ".join(current.problems))
             found: dict[str, dict[int, dt.date]] = {}
+            floor = settings.start_date_floor()
             for table in TABLES:
                 known = current.start_dates.get(table, {})
                 pending = sorted(t for t, d in current.ducklings.items() if d.start_date is None and t not in known)
-                if pending:
-                    found.update(discover_start_dates(ClickHouseHook(), pending, settings.start_date_floor(), (table,)))
+                if pending and table == "persons":
+                    # Persons history is one full export, which the first run writes: the DAG starts at the
+                    # last closed day when the duckling is first seen, and tops up from there.
+                    joined = max(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), floor)
+                    found[table] = dict.fromkeys(pending, joined)
+                elif pending:
+                    found.update(discover_start_dates(ClickHouseHook(), pending, floor, (table,)))
             merged = remember_start_dates(found) if found else current.start_dates
             return {table: {str(t): d.isoformat() for t, d in days.items()} for table, days in merged.items()}
 
@@ -234,8 +253,8 @@ def failed_partitions(ducklings: dict[int, Duckling], days: list[dt.date]) -> li
     for duckling in ducklings.values():
         for table in TABLES:
             dag_id = dag_id_for(table, duckling.team_id)
-            # Scheduled and backfill runs have midnight logical dates; manual runs (including earlier later
-            # passes) do not, so they are never picked up here.
+            # Scheduled, backfill and top-up runs have midnight logical dates; other manual runs (including
+            # earlier later passes) do not, so they are never picked up here.
             if not failed(RuntimeTaskInstance.get_task_states(dag_id=dag_id, logical_dates=list(by_date))):
                 continue
             for logical_date, day in by_date.items():
@@ -263,6 +282,77 @@ def build_retry_dag() -> DAG:
             return failed_partitions(load_dag_inputs().ducklings, days)
 
         TriggerDagRunOperator.partial(task_id="rerun", skip_when_already_exists=True).expand_kwargs(find())
+    return dag
+
+
+def closed_recent_days(now: dt.datetime, topup_days: int, settle: dt.timedelta) -> list[dt.date]:
+    """The last ``topup_days`` UTC days that have ended and settled by ``now``, newest first."""
+    today = now.astimezone(dt.UTC).date()
+    days = [today - dt.timedelta(days=n) for n in range(1, topup_days + 1)]
+    return [d for d in days if dt.datetime.combine(d + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) + settle <= now]
+
+
+def missing_topups(inputs: DagInputs, days: list[dt.date]) -> list[dict[str, Any]]:
+    """TriggerDagRunOperator arguments for each recent day whose run catch-up has not created yet.
+
+    Catch-up creates runs oldest first, ``max_active_runs`` at a time, so a team registered with years of
+    history would reach yesterday only after all of it. A top-up run takes the day's place instead: logical
+    date D 00:00 (the timetable gives it the data interval [D, D + 1), see
+    :mod:`~airflow_provider_duckling.timetables`), conf ``partition_key``, fixed run id ``topup__{key}``.
+    When catch-up reaches D, the scheduler skips it (a run with that logical date exists) and goes on.
+    Paused DAGs, DAGs without a start date and days before a DAG's start are left alone; a day the
+    scheduler has already passed or is about to create (its ``next_dagrun``) is not asked about.
+    """
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    topups = []
+    for duckling in sorted(inputs.ducklings.values(), key=lambda d: d.team_id):
+        for table in TABLES:
+            start = start_for(duckling, table, inputs)
+            wanted = [d for d in days if start is not None and d >= start]
+            if not wanted:
+                continue
+            dag_id = dag_id_for(table, duckling.team_id)
+            try:
+                dag = RuntimeTaskInstance.get_dag(dag_id)
+            except Exception as exc:  # not parsed yet: the next pass tries again
+                log.info("event=topup_skipped dag=%s reason=%s", dag_id, type(exc).__name__)
+                continue
+            if dag.is_paused:
+                continue
+            for day in wanted:
+                logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+                if dag.next_dagrun is not None and logical_date <= dag.next_dagrun:
+                    continue  # catch-up has passed this day, or creates it next
+                if RuntimeTaskInstance.get_dr_count(dag_id=dag_id, logical_dates=[logical_date]):
+                    continue
+                key = f"{duckling.team_id}_{day.isoformat()}"
+                log.info("event=topup dag=%s partition=%s", dag_id, key)
+                topups.append({"trigger_dag_id": dag_id, "trigger_run_id": f"topup__{key}",
+                               "logical_date": logical_date.isoformat(), "run_after": logical_date.isoformat(),
+                               "conf": {"partition_key": key}})
+    return topups
+
+
+def build_topup_dag() -> DAG:
+    """Every 15 minutes: run each team's last closed days that its catch-up has not reached yet."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    from airflow_provider_duckling.priority import TOPUP_WEIGHT
+
+    # Its few short tasks must not queue behind the catch-up tasks it is there to overtake.
+    first = {"priority_weight": TOPUP_WEIGHT, "weight_rule": "absolute"}
+    with housekeeping_dag(
+        TOPUP_DAG_ID, "*/15 * * * *",
+        "Runs the last [duckling] topup_days closed days of each team DAG whose catch-up has not reached them",
+    ) as dag:
+
+        @task(task_id="find_missing_topups", **first)
+        def find() -> list[dict[str, Any]]:
+            days = closed_recent_days(dt.datetime.now(dt.UTC), settings.topup_days(), settings.settle_delay())
+            return missing_topups(load_dag_inputs(), days) if days else []
+
+        TriggerDagRunOperator.partial(task_id="topup", skip_when_already_exists=True, **first).expand_kwargs(find())
     return dag
 
 
@@ -359,6 +449,7 @@ def build_dags(registry_path: str | Path | None = None, *, dag_file: str | Path 
     housekeeping: dict[str, Any] = {
         DISCOVERY_DAG_ID: build_discovery_dag,
         RETRY_DAG_ID: build_retry_dag,
+        TOPUP_DAG_ID: build_topup_dag,
         HEALTH_DAG_ID: lambda: build_health_dag(inputs.problems),
         MAINTENANCE_DAG_ID: lambda: build_maintenance_dag(sorted(inputs.ducklings)),
     } if shard == 0 else {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from airflow_provider_duckling.export import ROW_SETTINGS, settings_clause
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.quoting import clickhouse_ident
 from airflow_provider_duckling.state import StartDates
@@ -16,7 +17,8 @@ from airflow_provider_duckling.state import StartDates
 log = logging.getLogger(__name__)
 
 _EARLIEST = {
-    "events": ("events", "toDate(timestamp)", "timestamp >= toDateTime64('1970-01-01 00:00:00', 6, 'UTC')"),
+    # toDate32, not toDate: toDate wraps a row after 2149-06-06 onto a 1970 day (and pre-1970 ones onto 2149).
+    "events": ("events", "toDate32(timestamp)", "timestamp >= toDateTime64('1970-01-01 00:00:00', 6, 'UTC')"),
     "persons": ("person", "toDate(_timestamp, 'UTC')", "_timestamp >= toDateTime('1970-01-01 00:00:00', 'UTC')"),
 }
 
@@ -30,7 +32,7 @@ def discover_start_dates(clickhouse: ClickHouseHook, team_ids: list[int], floor:
         source, day_expr, valid = _EARLIEST[table]
         rows = clickhouse.query_rows(
             f"SELECT team_id, min({day_expr}) FROM {clickhouse_ident(clickhouse.database)}.{clickhouse_ident(source)} "
-            f"WHERE team_id IN {{teams:Array(Int64)}} AND {valid} GROUP BY team_id",
+            f"WHERE team_id IN {{teams:Array(Int64)}} AND {valid} GROUP BY team_id {settings_clause(ROW_SETTINGS)}",
             {"teams": "[" + ",".join(str(int(t)) for t in team_ids) + "]"},
         )
         for team_id, first in rows:

@@ -20,7 +20,8 @@ import duckdb
 from airflow_provider_duckling.errors import RegistrationError, SchemaDriftError, TransientError
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS, OWNER_KEY
 from airflow_provider_duckling.lake_metadata import read_attached
-from airflow_provider_duckling.partitions import Partition, Scope
+from airflow_provider_duckling.partitions import FullExport, Partition, Scope
+from airflow_provider_duckling.persons import baseline_comment, exported_as_of
 from airflow_provider_duckling.quoting import duckdb_ident, duckdb_literal
 from airflow_provider_duckling.retry import is_conflict, retry_conflicts
 from airflow_provider_duckling.tables import LAKE_SCHEMA, PERSONS, PERSONS_CURRENT_VIEW, TableSpec
@@ -63,17 +64,46 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: TableSpec) -> bool:
     return bool(row and row[0])
 
 
+#: The persons_current view: each distinct_id's latest row (the latest change, then the latest export of
+#: it), tombstones (``id IS NULL``: no live person at that time) left out.
+PERSONS_CURRENT_SQL = (
+    "SELECT * EXCLUDE (_rank) FROM (SELECT *, row_number() OVER (PARTITION BY team_id, distinct_id "
+    "ORDER BY _timestamp DESC, _inserted_at DESC, person_distinct_id_version DESC, person_version DESC NULLS FIRST) "
+    f"AS _rank FROM {qualified(PERSONS)}) WHERE _rank = 1 AND id IS NOT NULL"
+)
+
+
+def _view_statement(replace: bool = False) -> str:
+    verb = "CREATE OR REPLACE VIEW" if replace else "CREATE VIEW IF NOT EXISTS"
+    return f"{verb} {qualified(PERSONS_CURRENT_VIEW)} AS {PERSONS_CURRENT_SQL}"
+
+
 def _create_statements(table: TableSpec) -> list[str]:
     """DDL for the table and, for persons, the current-row view."""
     statements = [table.lake_ddl(LAKE_ALIAS)]
     if table.name == PERSONS.name:
-        statements.append(
-            f"CREATE VIEW IF NOT EXISTS {qualified(PERSONS_CURRENT_VIEW)} AS "
-            "SELECT * EXCLUDE (_rank) FROM (SELECT *, row_number() OVER (PARTITION BY team_id, distinct_id "
-            "ORDER BY person_distinct_id_version DESC, person_version DESC, _timestamp DESC, _inserted_at DESC) AS _rank "
-            f"FROM {qualified(PERSONS)}) WHERE _rank = 1"
-        )
+        statements.append(_view_statement())
     return statements
+
+
+def ensure_current_view(con: duckdb.DuckDBPyConnection) -> bool:
+    """Give a lake made by an earlier release (whose view did not drop tombstones) the current
+    ``persons_current`` definition; True when it was replaced."""
+    row = con.execute(
+        f"SELECT sql FROM duckdb_views() WHERE database_name = {duckdb_literal(LAKE_ALIAS)} "
+        f"AND schema_name = {duckdb_literal(LAKE_SCHEMA)} AND view_name = {duckdb_literal(PERSONS_CURRENT_VIEW)}"
+    ).fetchone()
+    if row is not None and "id IS NOT NULL" in str(row[0]):
+        return False
+
+    def replace() -> None:
+        con.execute("BEGIN")
+        con.execute(_view_statement(replace=True))
+        con.execute("COMMIT")
+
+    with_conflict_retries(con, "replace persons_current", replace)
+    log.info("event=view_replaced view=%s.%s: tombstones now leave it", LAKE_SCHEMA, PERSONS_CURRENT_VIEW)
+    return True
 
 
 def ensure_table(con: duckdb.DuckDBPyConnection, table: TableSpec) -> bool:
@@ -115,6 +145,16 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: TableSpec) -> dict[str,
         "ORDER BY column_index"
     ).fetchall()
     return {name: normalize_type(kind) for name, kind in rows}
+
+
+def table_comment(con: duckdb.DuckDBPyConnection, table: TableSpec) -> str | None:
+    """``table``'s current comment (persons: the time of the team's full export); None for other tables."""
+    from airflow_provider_duckling.lake_metadata import COMMENTED_TABLES, table_comment_sql
+
+    if table.name not in COMMENTED_TABLES:
+        return None
+    rows = con.execute(table_comment_sql(LAKE_SCHEMA, table.name, f"{_METADATA}.")).fetchall()
+    return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
 def file_columns(con: duckdb.DuckDBPyConnection, uri: str) -> dict[str, str]:
@@ -253,6 +293,7 @@ def swap(
     :param reset_table: drop and recreate the table (and its view) in the same transaction first.
     """
     predicate = scope.lake_predicate(table.day_column)
+    baseline = exported_as_of(uris) if isinstance(scope, FullExport) and table.name == PERSONS.name else None
 
     def attempt() -> SwapResult:
         con.execute("BEGIN")
@@ -315,6 +356,8 @@ def swap(
                 f"{scope.key}: after registering, the lake would hold {after} rows for it, expected {wanted}; "
                 "nothing committed"
             )
+        if baseline is not None:  # the persons full export: the daily top-ups it covers are skipped from now on
+            con.execute(f"COMMENT ON TABLE {qualified(table)} IS {duckdb_literal(baseline_comment(baseline))}")
         con.execute("COMMIT")
         snapshot = con.execute(f"SELECT * FROM {duckdb_ident(LAKE_ALIAS)}.last_committed_snapshot()").fetchone()
         snapshot_id = int(snapshot[0]) if snapshot and snapshot[0] is not None else None
@@ -363,6 +406,8 @@ def register_files(
         for uri in uris[:1]:
             for problem in check_schema(file_columns(con, uri), lake).warnings:
                 log.warning("event=schema_drift table=%s.%s %s", LAKE_SCHEMA, table.name, problem)
+        if table.name == PERSONS.name:
+            ensure_current_view(con)
     result = swap(
         con, table, scope, uris, expected_rows, data_path,
         cleanup_existing=cleanup_existing, reset_table=delete_tables, commit_message=commit_message,

@@ -55,6 +55,24 @@ ORDER BY t.table_id, c.column_order
 """
 
 
+def table_comment_sql(schema: str, table: str, database: str = "") -> str:
+    """The current comment of ``schema.table`` (where persons record their full export's time)."""
+    from airflow_provider_duckling.quoting import duckdb_literal
+
+    return f"""
+SELECT g.value
+FROM {database}ducklake_tag g
+JOIN {database}ducklake_table t ON t.table_id = g.object_id AND t.end_snapshot IS NULL
+JOIN {database}ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
+WHERE g.key = 'comment' AND g.end_snapshot IS NULL
+  AND s.schema_name = {duckdb_literal(schema)} AND t.table_name = {duckdb_literal(table)}
+"""
+
+
+#: Tables whose catalog facts include the table's comment (persons: the time of their full export).
+COMMENTED_TABLES = frozenset({"persons"})
+
+
 class CatalogUnreadable(Exception):
     """The catalog could not be reached or read (the database driver's first line of the reason, scrubbed)."""
 
@@ -73,6 +91,8 @@ class CatalogFacts:
     owner: str | None = None
     #: The table's columns and DuckDB types, in order; empty when it does not exist.
     columns: dict[str, str] = field(default_factory=dict)
+    #: The table's comment (persons only: it records the time of the team's full export).
+    comment: str | None = None
 
 
 def duckdb_type(ducklake_type: str) -> str | None:
@@ -86,7 +106,7 @@ def duckdb_type(ducklake_type: str) -> str | None:
 
 def catalog_facts(
     metadata: Iterable[tuple[Any, Any]], columns: Iterable[tuple[Any, Any, Any, Any]], schema: str, table: str,
-    owner_key: str,
+    owner_key: str, comment: Iterable[tuple[Any]] = (),
 ) -> CatalogFacts | None:
     """The facts about ``schema.table`` from the rows of :func:`metadata_sql` and :func:`columns_sql`;
     ``None`` when they cannot be stated exactly (an unknown format version, an unmapped column type)."""
@@ -101,7 +121,8 @@ def catalog_facts(
         if mapped is None:
             return None
         found[str(column)] = mapped
-    return CatalogFacts(True, values.get("data_path"), values.get(owner_key), found)
+    comments = [str(value) for (value,) in comment if value is not None]
+    return CatalogFacts(True, values.get("data_path"), values.get(owner_key), found, comments[0] if comments else None)
 
 
 def read_embedded(path: Path, schema: str, table: str, owner_key: str) -> CatalogFacts | None:
@@ -122,7 +143,8 @@ def read_embedded(path: Path, schema: str, table: str, owner_key: str) -> Catalo
             metadata = con.execute(metadata_sql()).fetchall()
         except duckdb.CatalogException:
             return CatalogFacts(initialised=False)
-        return catalog_facts(metadata, con.execute(columns_sql()).fetchall(), schema, table, owner_key)
+        comment = con.execute(table_comment_sql(schema, table)).fetchall() if table in COMMENTED_TABLES else []
+        return catalog_facts(metadata, con.execute(columns_sql()).fetchall(), schema, table, owner_key, comment)
     except duckdb.Error as exc:
         raise _unreadable(exc) from None
     finally:
@@ -151,7 +173,12 @@ def read_postgres(connect_kwargs: dict[str, Any], schema: str, table: str, owner
                 return CatalogFacts(initialised=False)
             metadata = cur.fetchall()
             cur.execute(columns_sql())
-            return catalog_facts(metadata, cur.fetchall(), schema, table, owner_key)
+            columns = cur.fetchall()
+            comment: list[tuple[Any]] = []
+            if table in COMMENTED_TABLES:
+                cur.execute(table_comment_sql(schema, table))
+                comment = cur.fetchall()
+            return catalog_facts(metadata, columns, schema, table, owner_key, comment)
     except psycopg2.Error as exc:
         raise _unreadable(exc) from None
     finally:
@@ -162,5 +189,6 @@ def read_attached(con: Any, database: str, schema: str, table: str, owner_key: s
     """The same facts through a DuckDB connection that has the lake attached, its metadata database named
     ``database`` (quoted). DuckLake's own catalog load is left to the statement that needs it."""
     prefix = f"{database}."
+    comment = con.execute(table_comment_sql(schema, table, prefix)).fetchall() if table in COMMENTED_TABLES else []
     return catalog_facts(con.execute(metadata_sql(prefix)).fetchall(), con.execute(columns_sql(prefix)).fetchall(),
-                         schema, table, owner_key)
+                         schema, table, owner_key, comment)

@@ -5,7 +5,10 @@ them. Airflow ranks queued tasks by ``priority_weight`` when slots (the export p
 computes it once, when it creates the task instance: :class:`RecentDaysFirst` gives runs of the last
 ``[duckling] topup_days`` days (and manual runs, which a person is waiting for) a high weight, and
 history a low one. The strategy reaches the scheduler through :class:`DucklingPlugin` (entry point
-``airflow.plugins``), which Airflow loads in every component.
+``airflow.plugins``), which Airflow loads in every component, together with the team DAGs' timetable.
+
+Airflow serializes a task's strategy as its class path, so an instance on the task is stable across
+parses; inside ``default_args`` it would be written with its memory address (a new DAG version per parse).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.task.priority_strategy import PriorityWeightStrategy
+
+from airflow_provider_duckling.timetables import DailyCronDataIntervalTimetable
 
 TOPUP_WEIGHT = 100
 HISTORY_WEIGHT = 1
@@ -52,7 +57,9 @@ class RecentDaysFirst(PriorityWeightStrategy):
 
 
 class DucklingPlugin(AirflowPlugin):
-    """Registers :class:`RecentDaysFirst` with Airflow (scheduler, dag-processor, api-server)."""
+    """Registers :class:`RecentDaysFirst` and the team DAGs' timetable with Airflow (scheduler,
+    dag-processor, api-server)."""
 
     name = "duckling"
     priority_weight_strategies = [RecentDaysFirst]
+    timetables = [DailyCronDataIntervalTimetable]

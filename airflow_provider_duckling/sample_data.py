@@ -41,12 +41,13 @@ SELECT
     generateUUIDv4(number) AS uuid,
     ['$pageview', '$autocapture', 'signed_up', '$identify'][1 + number % 4] AS event,
     concat('{"$current_url": "https://example.com/', toString(number % 17), '", "n": ', toString(number), ', "quote": "it''s"}') AS properties,
-    addMicroseconds(toDateTime64({day:Date}, 6, 'UTC'),
-        intDiv(toUInt64(number) * 86399999999, greatest({rows:UInt64} - 1, 1))) AS timestamp,
+    addMicroseconds(addDays(toDateTime64({day:Date}, 6, 'UTC'), intDiv(number, {rows:UInt64})),
+        intDiv(toUInt64(number % {rows:UInt64}) * 86399999999, greatest({rows:UInt64} - 1, 1))) AS timestamp,
     {team_id:Int64} AS team_id,
     concat('user-', toString(number % 50)) AS distinct_id,
     if(number % 4 = 1, 'a:nth-child="1"nth-of-type="1"', '') AS elements_chain,
-    addMicroseconds(toDateTime64({day:Date}, 6, 'UTC'), 1000 + intDiv(toUInt64(number) * 86399999999, greatest({rows:UInt64} - 1, 1))) AS created_at,
+    addMicroseconds(addDays(toDateTime64({day:Date}, 6, 'UTC'), intDiv(number, {rows:UInt64})),
+        1000 + intDiv(toUInt64(number % {rows:UInt64}) * 86399999999, greatest({rows:UInt64} - 1, 1))) AS created_at,
     reinterpretAsUUID(cityHash64({team_id:Int64}, number % 50)) AS person_id,
     toDateTime64('2023-06-01 12:00:00.123', 3) AS person_created_at,
     '{"email": "u@example.com"}' AS person_properties,
@@ -54,14 +55,28 @@ SELECT
     toDateTime64(0, 3), toDateTime64(0, 3), toDateTime64(0, 3), toDateTime64(0, 3), toDateTime64(0, 3),
     if(number % 10 = 0, 'propertyless', 'full') AS person_mode,
     number % 7 = 0 AS historical_migration
-FROM numbers({rows:UInt64})
+FROM numbers({rows:UInt64} * {days:UInt64})
 """
 
 
-def insert_events(hook: ClickHouseHook, team_id: int, day: dt.date, rows: int) -> None:
-    """Insert ``rows`` sample events for one team-day."""
+def insert_events(hook: ClickHouseHook, team_id: int, day: dt.date, rows: int, days: int = 1) -> None:
+    """Insert ``rows`` sample events for one team-day, or for each of ``days`` days from ``day`` on (one
+    statement: years of history in about a second)."""
     table = f"{clickhouse_ident(hook.database)}.{clickhouse_ident('events')}"
-    hook.execute(_INSERT_EVENTS.replace("{table}", table), {"team_id": team_id, "day": day.isoformat(), "rows": rows})
+    hook.execute(_INSERT_EVENTS.replace("{table}", table),
+                 {"team_id": team_id, "day": day.isoformat(), "rows": rows, "days": days})
+
+
+def insert_event_at(hook: ClickHouseHook, team_id: int, timestamp: str, rows: int = 1) -> None:
+    """Insert ``rows`` sample events at ``timestamp`` (``'YYYY-MM-DD hh:mm:ss[.ffffff]'`` UTC, any year
+    DateTime64 holds: 1900-2299), for the edges a team-day must survive (pre-1970, after 2149)."""
+    table = f"{clickhouse_ident(hook.database)}.{clickhouse_ident('events')}"
+    hook.execute(
+        f"INSERT INTO {table} (uuid, event, properties, timestamp, team_id, distinct_id, created_at) "
+        "SELECT generateUUIDv4(number), 'edge', '{}', toDateTime64({ts:String}, 6, 'UTC'), {team_id:Int64}, "
+        "concat('edge-', toString(number)), toDateTime64({ts:String}, 6, 'UTC') FROM numbers({rows:UInt64})",
+        {"team_id": team_id, "ts": timestamp, "rows": rows},
+    )
 
 
 def rows_for(team_id: int, day_index: int, base: int = 200) -> int:
@@ -81,11 +96,12 @@ def seed_events(hook: ClickHouseHook, team_ids: list[int], days: list[dt.date], 
 
 
 def clickhouse_day_counts(hook: ClickHouseHook, team_id: int) -> dict[dt.date, int]:
-    """Rows per UTC day of one team in ClickHouse (what the duckling must match)."""
+    """Rows per UTC day of one team in ClickHouse (what the duckling must match). ``toDate32``: ``toDate``
+    wraps a row after 2149-06-06 onto a 1970 day."""
     table = f"{clickhouse_ident(hook.database)}.{clickhouse_ident('events')}"
     rows = hook.query_rows(
-        f"SELECT toDate(timestamp) AS d, count() FROM {table} WHERE team_id = {{team_id:Int64}} "
-        "AND timestamp >= toDateTime64('1970-01-01 00:00:00', 6, 'UTC') GROUP BY d ORDER BY d",
+        f"SELECT toDate32(e.timestamp) AS d, count() FROM {table} AS e WHERE e.team_id = {{team_id:Int64}} "
+        "AND e.timestamp >= toDateTime64('1970-01-01 00:00:00', 6, 'UTC') GROUP BY d ORDER BY d",
         {"team_id": team_id},
     )
     return {d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)): int(n) for d, n in rows}
@@ -170,7 +186,7 @@ def seed_registry(
     create_schema(hook)
     db = clickhouse_ident(hook.database)
     have_events = {(int(t), str(d)) for t, d in hook.query_rows(
-        f"SELECT DISTINCT team_id, toString(toDate(timestamp)) FROM {db}.events")}
+        f"SELECT DISTINCT team_id, toString(toDate32(timestamp)) FROM {db}.events")}
     have_persons = {(int(t), str(d)) for t, d in hook.query_rows(
         f"SELECT DISTINCT team_id, toString(toDate(_timestamp)) FROM {db}.person")}
     added = {"event_days": 0, "person_days": 0}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from airflow_provider_duckling.persons import COLUMN_EXPRESSIONS, state_source
 from airflow_provider_duckling.quoting import clickhouse_ident
 
 LAKE_SCHEMA = "posthog"
@@ -61,26 +62,38 @@ def _ts(expr: str) -> str:
 
 _GROUPS = range(5)
 
+#: Alias of the events table in the export SELECT. Every stored column is read through it: a WHERE on a bare
+#: name that is also an output alias (``… AS timestamp``) binds to the alias under ClickHouse's default
+#: ``prefer_column_name_to_alias = 0`` and to the column under 1, so a setting would change the rows, and the
+#: primary key could not prune (every granule of the team read).
+EVENTS_ALIAS = "ev"
+
+
+def _ev(column: str) -> str:
+    """A stored column of the events table, qualified with :data:`EVENTS_ALIAS`."""
+    return f"{EVENTS_ALIAS}.{clickhouse_ident(column)}"
+
+
 EVENTS = TableSpec(
     name="events",
     day_column="timestamp",
     columns=(
-        Column("uuid", "VARCHAR", "toString(uuid)"),
-        Column("event", "VARCHAR", "event"),
-        Column("properties", "VARCHAR", "properties"),
-        Column("timestamp", "TIMESTAMPTZ", _ts("timestamp")),
-        Column("team_id", "BIGINT", "toInt64(team_id)"),
-        Column("project_id", "BIGINT", "toInt64(team_id)"),
-        Column("distinct_id", "VARCHAR", "distinct_id"),
-        Column("elements_chain", "VARCHAR", "elements_chain"),
-        Column("created_at", "TIMESTAMPTZ", _ts("created_at")),
-        Column("person_id", "VARCHAR", "toString(person_id)"),
-        Column("person_created_at", "TIMESTAMPTZ", _ts("person_created_at")),
-        Column("person_properties", "VARCHAR", "person_properties"),
-        *(Column(f"group{i}_properties", "VARCHAR", f"group{i}_properties") for i in _GROUPS),
-        *(Column(f"group{i}_created_at", "TIMESTAMPTZ", _ts(f"group{i}_created_at")) for i in _GROUPS),
-        Column("person_mode", "VARCHAR", "toString(person_mode)"),
-        Column("historical_migration", "BOOLEAN", "toBool(historical_migration)"),
+        Column("uuid", "VARCHAR", f"toString({_ev('uuid')})"),
+        Column("event", "VARCHAR", _ev("event")),
+        Column("properties", "VARCHAR", _ev("properties")),
+        Column("timestamp", "TIMESTAMPTZ", _ts(_ev("timestamp"))),
+        Column("team_id", "BIGINT", f"toInt64({_ev('team_id')})"),
+        Column("project_id", "BIGINT", f"toInt64({_ev('team_id')})"),
+        Column("distinct_id", "VARCHAR", _ev("distinct_id")),
+        Column("elements_chain", "VARCHAR", _ev("elements_chain")),
+        Column("created_at", "TIMESTAMPTZ", _ts(_ev("created_at"))),
+        Column("person_id", "VARCHAR", f"toString({_ev('person_id')})"),
+        Column("person_created_at", "TIMESTAMPTZ", _ts(_ev("person_created_at"))),
+        Column("person_properties", "VARCHAR", _ev("person_properties")),
+        *(Column(f"group{i}_properties", "VARCHAR", _ev(f"group{i}_properties")) for i in _GROUPS),
+        *(Column(f"group{i}_created_at", "TIMESTAMPTZ", _ts(_ev(f"group{i}_created_at"))) for i in _GROUPS),
+        Column("person_mode", "VARCHAR", f"toString({_ev('person_mode')})"),
+        Column("historical_migration", "BOOLEAN", f"toBool({_ev('historical_migration')})"),
         Column("_inserted_at", "TIMESTAMPTZ", "now64(6, 'UTC')"),
     ),
     source_tables=("events",),
@@ -90,17 +103,13 @@ EVENTS = TableSpec(
 PERSONS = TableSpec(
     name="persons",
     day_column="_timestamp",
-    columns=(
-        Column("team_id", "BIGINT", "toInt64(pd.team_id)"),
-        Column("distinct_id", "VARCHAR", "pd.distinct_id"),
-        Column("id", "VARCHAR", "toString(p.id)"),
-        Column("properties", "VARCHAR", "p.properties"),
-        Column("created_at", "TIMESTAMPTZ", _ts("p.created_at")),
-        Column("is_identified", "BOOLEAN", "toBool(p.is_identified)"),
-        Column("person_distinct_id_version", "BIGINT", "toInt64(pd.version)"),
-        Column("person_version", "UBIGINT", "toUInt64(p.version)"),
-        Column("_timestamp", "TIMESTAMPTZ", _ts("p._timestamp")),
-        Column("_inserted_at", "TIMESTAMPTZ", "now64(6, 'UTC')"),
+    columns=tuple(
+        Column(name, lake_type, COLUMN_EXPRESSIONS[name])
+        for name, lake_type in (
+            ("team_id", "BIGINT"), ("distinct_id", "VARCHAR"), ("id", "VARCHAR"), ("properties", "VARCHAR"),
+            ("created_at", "TIMESTAMPTZ"), ("is_identified", "BOOLEAN"), ("person_distinct_id_version", "BIGINT"),
+            ("person_version", "UBIGINT"), ("_timestamp", "TIMESTAMPTZ"), ("_inserted_at", "TIMESTAMPTZ"),
+        )
     ),
     source_tables=("person", "person_distinct_id2"),
     split_column="distinct_id",
@@ -124,48 +133,33 @@ def _qualified(database: str, table: str) -> str:
     return f"{clickhouse_ident(database)}.{clickhouse_ident(table)}"
 
 
+#: The UTC day ``{day:Date}`` as a half-open range of DateTime64(6, 'UTC') constants: a Date taken to a
+#: DateTime64 in an explicit zone, so ``session_timezone`` cannot move it. Compared with the stored column it is
+#: exact for every row (no ``toDate()`` of the column, which wraps pre-1970 values to 2149 and overflows after
+#: 2149-06-06), and the primary key ``(team_id, toDate(timestamp), …)`` selects only the day's granules.
+DAY_START = "toDateTime64({day:Date}, 6, 'UTC')"
+DAY_END = f"({DAY_START} + INTERVAL 1 DAY)"
+
+
+def events_day_source(database: str) -> str:
+    """``FROM … WHERE …`` of one team-day of events: stored columns qualified, the day a half-open range."""
+    return (
+        f"FROM {_qualified(database, 'events')} AS {EVENTS_ALIAS}\n"
+        f"WHERE {_ev('team_id')} = {{team_id:Int64}}\n"
+        f"  AND {_ev('timestamp')} >= {DAY_START}\n"
+        f"  AND {_ev('timestamp')} < {DAY_END}"
+    )
+
+
 def _events_source(database: str, daily: bool) -> str:
     if not daily:
         raise ValueError("events are exported one UTC day at a time; a full export exists only for persons")
-    return (
-        f"FROM {_qualified(database, 'events')}\n"
-        "WHERE team_id = {team_id:Int64}\n"
-        "  AND toDate(timestamp) = {day:Date}\n"
-        "  AND timestamp >= toDateTime64('1970-01-01 00:00:00', 6, 'UTC')"
-    )
-
-
-def _persons_source(database: str, daily: bool) -> str:
-    # Latest version of each person and of each distinct_id mapping (argMax by version: the same answer
-    # as FINAL, without depending on merges); tombstones (is_deleted = 1) excluded.
-    person = (
-        "SELECT team_id, id, argMax(properties, version) AS properties, argMax(is_identified, version) AS is_identified,\n"
-        "           argMax(created_at, version) AS created_at, max(version) AS latest_version,\n"
-        "           argMax(is_deleted, version) AS latest_is_deleted, argMax(_timestamp, version) AS latest_timestamp\n"
-        f"    FROM {_qualified(database, 'person')} WHERE team_id = {{team_id:Int64}}\n"
-        "    GROUP BY team_id, id HAVING latest_is_deleted = 0"
-    )
-    mapping = (
-        "SELECT team_id, distinct_id, argMax(person_id, version) AS person_id, max(version) AS latest_version,\n"
-        "           argMax(is_deleted, version) AS latest_is_deleted\n"
-        f"    FROM {_qualified(database, 'person_distinct_id2')} WHERE team_id = {{team_id:Int64}}\n"
-        "    GROUP BY team_id, distinct_id HAVING latest_is_deleted = 0"
-    )
-    where = "WHERE p._timestamp >= toDateTime('1970-01-01 00:00:00', 'UTC')"
-    if daily:
-        where += "\n  AND toDate(p._timestamp, 'UTC') = {day:Date}"
-    return (
-        f"FROM (\n    SELECT team_id, id, properties, is_identified, created_at, latest_version AS version,\n"
-        f"           latest_timestamp AS _timestamp FROM ({person})\n) AS p\n"
-        f"INNER JOIN (\n    SELECT team_id, distinct_id, person_id, latest_version AS version FROM ({mapping})\n) AS pd\n"
-        "    ON pd.person_id = p.id AND pd.team_id = p.team_id\n"
-        f"{where}"
-    )
+    return events_day_source(database)
 
 
 def export_select(table: TableSpec, database: str, daily: bool = True) -> str:
     """The SELECT of one team-day (``daily``) or of a whole team, with ``{team_id:Int64}`` and
     ``{day:Date}`` as bound parameters."""
-    sources = {"events": _events_source, "persons": _persons_source}
+    sources = {"events": _events_source, "persons": state_source}
     return f"SELECT\n    {table.select_list()}\n{sources[table.name](database, daily)}"
 

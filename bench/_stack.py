@@ -91,6 +91,18 @@ def remove(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def print_measured(prefix: str, measure, *args) -> None:
+    """Start the engines in a fresh temp dir (Airflow home included), print ``measure(bench, *args)``,
+    and remove everything afterwards."""
+    root = workdir(prefix)
+    try:
+        os.environ.update(airflow_home(root))
+        with engines(root) as bench:
+            print(measure(bench, *args))
+    finally:
+        remove(root)
+
+
 # ---------------------------------------------------------------- timing what our code sends
 
 

@@ -409,9 +409,23 @@ def test_verify_persons_compares_current_persons(registry, capsys):
     code, out, _ = cli(capsys, "verify", "67", "--table", "persons")
     assert code == 0 and "Persons match" in out
     assert line_with(out, "clickhouse (current)").split()[-1] == line_with(out, "persons_current").split()[-1] == "16"
+    first = "(SELECT min(distinct_id) FROM lake.posthog.persons WHERE team_id = 67)"
+    last = "(SELECT max(distinct_id) FROM lake.posthog.persons WHERE team_id = 67)"
+    # Same rows and versions, but one distinct_id points at another person: a difference.
     with DuckLakeHook().attach(duckling) as con:
-        con.execute("DELETE FROM lake.posthog.persons WHERE team_id = 67 AND distinct_id = "
-                    "(SELECT min(distinct_id) FROM lake.posthog.persons WHERE team_id = 67)")
+        con.execute(f"UPDATE lake.posthog.persons SET id = (SELECT id FROM lake.posthog.persons WHERE distinct_id = {last}) "
+                    f"WHERE team_id = 67 AND distinct_id = {first}")
+    code, out, _ = cli(capsys, "verify", "67", "--table", "persons")
+    assert code == 1 and "a distinct_id maps to another person, or stale properties" in out
+    # Stale properties alone: a difference too.
+    assert cli(capsys, "run", f"67_{DAYS[0]}", "--table", "persons", "--full-export", "--local")[0] == 0
+    assert cli(capsys, "verify", "67", "--table", "persons")[0] == 0
+    with DuckLakeHook().attach(duckling) as con:
+        con.execute(f"UPDATE lake.posthog.persons SET properties = '{{}}' WHERE team_id = 67 AND distinct_id = {first}")
+    code, out, _ = cli(capsys, "verify", "67", "--table", "persons")
+    assert code == 1 and "Persons differ (checksums" in out
+    with DuckLakeHook().attach(duckling) as con:
+        con.execute(f"DELETE FROM lake.posthog.persons WHERE team_id = 67 AND distinct_id = {first}")
     code, out, _ = cli(capsys, "verify", "67", "--table", "persons")
     assert code == 1 and "Persons differ (rows)" in out
 

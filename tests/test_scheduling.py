@@ -44,7 +44,11 @@ def test_discovery_finds_earliest_dates_and_new_ducklings_catch_up(stack):
     assert bag.get_dag(DISCOVERY_DAG_ID).test().state == "success"
     found = load_start_dates()
     assert found["events"] == {1: DAYS[0], 6: settings.start_date_floor()}
-    assert 77 not in found.get("events", {}) and 77 not in found.get("persons", {})
+    assert 77 not in found.get("events", {})
+    # Persons start at the last closed day when discovery first sees the duckling (data or not): their history
+    # is the full export that the first run writes.
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    assert found["persons"] == {1: yesterday, 6: yesterday, 77: yesterday}
 
     bag = load_dags()  # the next parse
     dag = bag.get_dag("duckling_events_backfill_team_1")
@@ -70,6 +74,8 @@ def test_a_registry_entry_is_all_a_new_duckling_needs(stack):
         assert dag_id in bag.dag_ids
         assert _dag_model(dag_id).is_paused is False
         assert bag.get_dag(dag_id).catchup is True
+    # Persons run one at a time: a full export never lands after a top-up of a day it did not read.
+    assert [bag.get_dag(f"duckling_{t}_backfill_team_3").max_active_runs for t in ("events", "persons")] == [4, 1]
 
 
 def test_registry_outage_keeps_the_last_good_dags_and_reports_it(stack):

@@ -83,14 +83,22 @@ def day_tallies(duckling: Duckling, first: dt.date, last: dt.date) -> dict[dt.da
     return {d: Tally(int(n), (int(ts or 0), int(ids or 0))) for d, n, ts, ids in rows}
 
 
+#: The first 8 bytes of an MD5 over one current person row's answer, as ``cli.verify`` computes it in ClickHouse.
+PERSON_DIGEST = (
+    "CAST('0x' || substr(md5(concat("
+    + ", ".join(f"CAST(strlen({c}) AS VARCHAR), ':', {c}" for c in ("distinct_id", "id", "properties"))
+    + ", ':', CAST(person_version AS VARCHAR))), 1, 16) AS UBIGINT)"
+)
+
+
 def current_persons_tally(duckling: Duckling) -> Tally | None:
-    """The team's current persons (the ``persons_current`` view): rows, Σ person_version, Σ bytes of
-    ``distinct_id``; None when the lake has no persons yet."""
+    """The team's current persons (the ``persons_current`` view): rows, Σ of each row's answer digest
+    (:data:`PERSON_DIGEST`), Σ bytes of ``distinct_id``; None when the lake has no persons yet."""
     with attached(duckling) as con:
         if con is None or not table_exists(con, PERSONS):
             return None
-        n, versions, ids = con.execute(
-            "SELECT count(*), CAST(sum(person_version) AS VARCHAR), CAST(sum(strlen(distinct_id)) AS VARCHAR) "
+        n, digests, ids = con.execute(
+            f"SELECT count(*), CAST(sum({PERSON_DIGEST}) AS VARCHAR), CAST(sum(strlen(distinct_id)) AS VARCHAR) "
             f"FROM {qualified(PERSONS_CURRENT_VIEW)} WHERE team_id = {duckdb_literal(duckling.team_id)}"
         ).fetchone()
-    return Tally(int(n), (int(versions or 0), int(ids or 0)))
+    return Tally(int(n), (int(digests or 0), int(ids or 0)))

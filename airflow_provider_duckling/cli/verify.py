@@ -3,9 +3,9 @@
 Events, per UTC day: ClickHouse's side is the export's own SELECT (``tables.export_select``: same team and
 day filter, same casts), so verify checks exactly what a run would have written; the lake side is one
 read-only query over the range. Each side reports its row count and a cheap checksum both engines compute
-identically (Σ epoch µs of ``timestamp``, Σ bytes of ``distinct_id``). Persons: the team's current persons
-in ClickHouse against the lake's ``persons_current`` view (one comparison; persons have no per-day truth,
-since a person's row moves to the day of its latest update).
+identically (Σ epoch µs of ``timestamp``, Σ bytes of ``distinct_id``). Persons: the team's current answer
+in ClickHouse (distinct_id → person id, properties, version) against the lake's ``persons_current`` view,
+with a digest of every row's answer, so a wrong mapping or stale properties differ.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ from airflow_provider_duckling.tables import EVENTS, PERSONS, export_select
 
 # The checksum's first term per table, over the export's own output columns (the lake's side is in lake_read).
 _EVENTS_TERM = f"toUnixTimestamp64Micro({clickhouse_ident(EVENTS.day_column)})"
-_PERSONS_TERM = clickhouse_ident("person_version")
+# Persons: Σ of the first 8 bytes of an MD5 over each row's answer (distinct_id, person id, properties,
+# version; each text length-prefixed), so a distinct_id pointing at the wrong person or stale properties
+# changes it. lake_read computes the same digest in DuckDB.
+_PERSONS_TERM = (
+    "reinterpretAsUInt64(reverse(unhex(substring(hex(MD5(concat("
+    + ", ".join(f"toString(length({c})), ':', {c}" for c in map(clickhouse_ident, ("distinct_id", "id", "properties")))
+    + f", ':', toString({clickhouse_ident('person_version')})))), 1, 16))))"
+)
 
 
 def _clickhouse_tally(hook: ClickHouseHook, select_sql: str, term: str, params: dict[str, object]) -> Tally:
@@ -95,15 +102,15 @@ def run(args: argparse.Namespace, out: Console) -> int:
 def _persons(duckling: Duckling, out: Console) -> int:
     hook = ClickHouseHook()
     team_id = duckling.team_id
-    source = _clickhouse_tally(hook, export_select(PERSONS, hook.database, daily=False), _PERSONS_TERM,
-                               {"team_id": team_id})
+    live = f"SELECT * FROM ({export_select(PERSONS, hook.database, daily=False)}) WHERE {clickhouse_ident('id')} IS NOT NULL"
+    source = _clickhouse_tally(hook, live, _PERSONS_TERM, {"team_id": team_id})
     held = current_persons_tally(duckling) or Tally(0, (0, 0))
     rows = [("clickhouse (current)", source.rows), ("duckling (persons_current)", held.rows)]
     out.print(table(f"Team {team_id} persons", ("side", "persons"), rows, right=("persons",)))
     if source == held:
         out.print("Persons match: rows and checksums.")
         return OK
-    what = "rows" if source.rows != held.rows else "checksums"
+    what = "rows" if source.rows != held.rows else "checksums: a distinct_id maps to another person, or stale properties"
     out.print(f"Persons differ ({what}). Refresh them with: duckling run {team_id}_{yesterday()} --table persons "
               "--full-export")
     return PROBLEMS

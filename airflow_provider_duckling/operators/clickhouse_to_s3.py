@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from airflow.sdk import Context
@@ -10,12 +12,20 @@ from airflow.sdk import Context
 from airflow_provider_duckling.errors import ConfigurationError, SchemaDriftError
 from airflow_provider_duckling.export import export_partition, merged_settings
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.lake import check_schema, table_columns
+from airflow_provider_duckling.lake import check_schema, table_columns, table_comment
 from airflow_provider_duckling.lineage import LineageFacts, clickhouse_dataset, object_dataset
 from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
 from airflow_provider_duckling.options import parse_clickhouse_settings
-from airflow_provider_duckling.partitions import run_token
-from airflow_provider_duckling.tables import LAKE_SCHEMA
+from airflow_provider_duckling.partitions import FullExport, Partition, run_token
+from airflow_provider_duckling.persons import (
+    as_of_token,
+    baseline_time,
+    covered_by_baseline,
+    full_export_as_of,
+    newest_version_sql,
+)
+from airflow_provider_duckling.settings import settle_delay
+from airflow_provider_duckling.tables import LAKE_SCHEMA, PERSONS
 
 
 class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
@@ -70,10 +80,16 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         target = self.resolve()
         dry_run = self.flag("dry_run")
         token = run_token(context["run_id"], context["ti"].try_number)
+        known: dict[str, str] | None = None
+        if target.table.name == PERSONS.name and isinstance(target.scope, Partition):
+            target, known = self._persons_scope(target, dry_run)
         clickhouse = ClickHouseHook(self.clickhouse_conn_id)
+        if isinstance(target.scope, FullExport):
+            newest = clickhouse.query_rows(newest_version_sql(clickhouse.database), {"team_id": target.scope.team_id})
+            token = as_of_token(token, full_export_as_of(newest[0][0] if newest else None, dt.datetime.now(dt.UTC)))
         result = export_partition(
             clickhouse, target.storage, target.table, target.scope, token, settings, dry_run=dry_run,
-            rows_per_file=rows_per_file, preflight=lambda: self._preflight(target, skip_validation, dry_run),
+            rows_per_file=rows_per_file, preflight=lambda: self._preflight(target, skip_validation, dry_run, known),
         )
         self.objects_url = target.objects_url(result.object_keys)
         if not dry_run:
@@ -85,6 +101,36 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
             )
         return result.to_xcom()
 
+    def _persons_scope(self, target: Target, dry_run: bool) -> tuple[Target, dict[str, str] | None]:
+        """A persons day needs the team's full export first: without a live one (a new duckling, a reset
+        table) the day becomes the full export; a day the full export already covers is skipped. Returns the
+        target to move and the lake's columns read on the way (``None``: the pre-flight reads them)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        team = target.scope.team_id
+        if self.flag("delete_tables"):
+            self.log.info("event=persons_full_export partition=%s reason=delete_tables: the reset table needs "
+                     "the team's full export", target.scope.key)
+            return replace(target, scope=FullExport(team)), None
+        try:
+            columns, comment = self._lake_facts(target, dry_run)
+        except Exception as exc:
+            if not dry_run or isinstance(exc, ConfigurationError):
+                raise
+            self.log.info("event=dry_run_preflight lake not readable yet (%s): it would get the full export",
+                     type(exc).__name__)
+            return replace(target, scope=FullExport(team)), None
+        baseline = baseline_time(comment)
+        if baseline is None:
+            self.log.info("event=persons_full_export partition=%s reason=no_baseline: the duckling has no full export "
+                     "of persons yet; this run writes it (then the daily top-ups follow)", target.scope.key)
+            return replace(target, scope=FullExport(team)), columns
+        if covered_by_baseline(target.scope.day, baseline, settle_delay()):
+            raise AirflowSkipException(
+                f"{target.scope.key}: covered by the full export of persons read at {baseline:%Y-%m-%d %H:%M:%S} UTC; "
+                "nothing to do"
+            )
+        return target, columns
     def _rows_per_file(self) -> int | None:
         """The ``rows_per_file`` option, validated before anything is contacted."""
         value = self.rows_per_file
@@ -95,17 +141,26 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         return int(value)
 
     @staticmethod
-    def _lake_columns(target: Target, dry_run: bool) -> dict[str, str]:
-        """The lake table's columns, from the catalog's metadata tables (owner checked, nothing written);
-        a catalog those cannot describe exactly is attached instead (read-only in a dry run)."""
+    def _lake_facts(target: Target, dry_run: bool) -> tuple[dict[str, str], str | None]:
+        """The lake table's columns and (persons) its comment, which records the full export, from the
+        catalog's metadata tables (owner checked, nothing written); a catalog those cannot describe exactly is
+        attached instead (read-only in a dry run)."""
         facts = target.hook.read_catalog(target.duckling, target.storage, LAKE_SCHEMA, target.table.name)
         if facts is not None:
-            return facts.columns
+            return facts.columns, facts.comment
         with target.hook.attach(target.duckling, target.storage, read_only=dry_run) as con:
-            return table_columns(con, target.table)
+            return table_columns(con, target.table), table_comment(con, target.table)
 
-    def _preflight(self, target: Target, skip_validation: bool, dry_run: bool) -> None:
-        """Check the lake before writing: a missing table with creation off, or a type it cannot accept."""
+    @classmethod
+    def _lake_columns(cls, target: Target, dry_run: bool) -> dict[str, str]:
+        """The lake table's columns (empty: no such table)."""
+        return cls._lake_facts(target, dry_run)[0]
+
+    def _preflight(self, target: Target, skip_validation: bool, dry_run: bool, known: dict[str, str] | None = None) -> None:
+        """Check the lake before writing: a missing table with creation off, or a type it cannot accept.
+
+        :param known: the lake's columns when they were read already (the persons baseline check).
+        """
         create = self.flag("create_tables_if_missing")
         if self.flag("delete_tables"):
             self.log.warning("event=schema_check_skipped reason=delete_tables: %s.%s will be dropped and recreated",
@@ -115,7 +170,7 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
             self.log.info("event=schema_check_skipped reason=skip_schema_validation")
             return
         try:
-            lake = self._lake_columns(target, dry_run)  # empty: no such table
+            lake = known if known is not None else self._lake_columns(target, dry_run)  # empty: no such table
         except Exception as exc:
             if dry_run and not isinstance(exc, ConfigurationError):
                 self.log.info("event=dry_run_preflight lake not readable yet (%s): it would be initialised", type(exc).__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from airflow.sdk import Context
@@ -14,6 +15,8 @@ from airflow_provider_duckling.errors import RegistrationError
 from airflow_provider_duckling.lake import count_rows, qualified, register_files, table_exists
 from airflow_provider_duckling.lineage import LineageFacts, lake_dataset, object_dataset
 from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
+from airflow_provider_duckling.partitions import FullExport, Partition
+from airflow_provider_duckling.tables import PERSONS
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         skip = self.flag("skip_ducklake_registration")
         target = self.resolve()
         exported = context["ti"].xcom_pull(task_ids=self.export_task_id)
+        target = self._as_exported(target, exported)
         key, table = target.scope.key, target.table.name
         if not isinstance(exported, dict) or exported.get("partition") != key or exported.get("table") != table:
             raise RegistrationError(f"{key}: task {self.export_task_id!r} handed over no export of {table} for this partition")
@@ -105,6 +109,16 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
             "deleted_rows": result.deleted_rows,
             "snapshot_id": result.snapshot_id,
         }
+
+    @staticmethod
+    def _as_exported(target: Target, exported: Any) -> Target:
+        """The export of a persons day becomes the team's full export when the duckling has none yet (see
+        :meth:`ClickHouseToDucklingS3Operator._persons_scope`): register what it wrote, as the full export."""
+        full = FullExport(target.scope.team_id)
+        if (target.table.name == PERSONS.name and isinstance(target.scope, Partition) and isinstance(exported, dict)
+                and exported.get("partition") == full.key and exported.get("table") == PERSONS.name):
+            return replace(target, scope=full)
+        return target
 
     def _dry_run(self, target: Target, exported: dict[str, Any], cleanup: bool) -> dict[str, Any]:
         """Log what registration would do, reading the lake read-only (or not at all if it is new)."""

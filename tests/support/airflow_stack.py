@@ -27,14 +27,25 @@ class AirflowStack:
         return subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True,
                               text=True, timeout=timeout)
 
-    def start(self) -> None:
-        for component in (["api-server", "--port", str(self.port), "--host", "127.0.0.1", "--workers", "1"],
-                          ["scheduler"], ["dag-processor"]):
-            log = (self.home / f"{component[0]}.log").open("wb")
-            self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "airflow", *component], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            ))
+    def start(self, api_first: bool = False) -> None:
+        """Start the three components; ``api_first``: the scheduler only once the api-server answers (when
+        DAGs are already serialized, the first tasks would otherwise start before the Execution API)."""
+        components = [["api-server", "--port", str(self.port), "--host", "127.0.0.1", "--workers", "1"],
+                      ["scheduler"], ["dag-processor"]]
+        for component in components[:1] if api_first else components:
+            self._spawn(component)
+        self._wait_for_api()
+        for component in components[1:] if api_first else []:
+            self._spawn(component)
+
+    def _spawn(self, component: list[str]) -> None:
+        log = (self.home / f"{component[0]}.log").open("wb")
+        self.processes.append(subprocess.Popen(
+            [sys.executable, "-m", "airflow", *component], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ))
+
+    def _wait_for_api(self) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:

@@ -1,0 +1,146 @@
+"""A new team's daily top-up does not wait for its own history (issue 12, point 4).
+
+Through a real scheduler, dag-processor, api-server and LocalExecutor: a duckling registered with 50 days
+of history (catch-up, ``max_active_runs`` 4, oldest first) has yesterday in its lake while most of that
+history is still pending (the top-up waits at most for one running catch-up run to free a slot), because ``duckling_topup_recent_days`` runs the last closed days as runs of
+their own, which catch-up then skips. A second, shorter history shows catch-up skipping the top-up days
+and going on to today (no stall, no day run twice). A paused DAG gets no top-up. The same run checks
+issue 12 point 7 against the real dag-processor: every DAG keeps one version while it re-parses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_duckling.catalog import write_registry
+from airflow_provider_duckling.dag_factory import dag_id_for
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.priority import HISTORY_WEIGHT, TOPUP_WEIGHT
+from airflow_provider_duckling.report import lake_day_counts
+from airflow_provider_duckling.sample_data import clickhouse_day_counts, insert_events
+from tests.conftest import SESSION_DIR
+from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
+
+LONG, SHORT = 141, 142  # 50 days of history; 8 days (team ids no other test uses: ClickHouse is shared)
+LONG_DAYS, SHORT_DAYS, TOPUP_DAYS = 50, 8, 3
+DB = "airflow_topup"
+
+
+def _query(stack: Any, sql: str, *args: Any) -> list[tuple]:
+    """Read this test's Airflow metadata database."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=stack.postgres.port, user=stack.postgres.user,
+                            password=stack.postgres.password, dbname=DB)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def _runs(stack: Any, dag_id: str) -> list[tuple]:
+    """(run_id, run_type, state, logical_date, data_interval_start, data_interval_end, conf) by logical date."""
+    return _query(stack, "SELECT run_id, run_type, state, logical_date, data_interval_start, data_interval_end, conf "
+                         "FROM dag_run WHERE dag_id = %s ORDER BY logical_date", dag_id)
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+@pytest.mark.slow
+def test_new_teams_top_up_lands_ahead_of_its_history(stack: Any) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    yesterday = today - dt.timedelta(days=1)
+    recent = [yesterday - dt.timedelta(days=n) for n in range(TOPUP_DAYS)]
+    ch = ClickHouseHook()
+    insert_events(ch, LONG, yesterday - dt.timedelta(days=LONG_DAYS - 1), 20, days=LONG_DAYS)
+    insert_events(ch, LONG, yesterday, 141)
+    insert_events(ch, SHORT, yesterday - dt.timedelta(days=SHORT_DAYS - 1), 30, days=SHORT_DAYS)
+    long = stack.new_duckling(LONG, "topup", start_date=yesterday - dt.timedelta(days=LONG_DAYS - 1))
+    short = stack.new_duckling(SHORT, "topup", start_date=yesterday - dt.timedelta(days=SHORT_DAYS - 1))
+    registry = SESSION_DIR / "topup" / "ducklings.yaml"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    write_registry([long, short], registry)
+
+    airflow = make_airflow_stack(SESSION_DIR / "topup" / "home", dict(os.environ), new_metadata_db(stack.postgres, DB), {
+        "AIRFLOW__DUCKLING__REGISTRY_PATH": str(registry),
+        "AIRFLOW__DUCKLING__STATE_PATH": str(registry.with_name("state.json")),
+        "AIRFLOW__DUCKLING__SETTLE_MINUTES": "0",
+        "AIRFLOW__DUCKLING__TOPUP_DAYS": str(TOPUP_DAYS),
+    })
+    # The persons DAGs paused before anything runs: they must get no top-up (and leave the 2 cores to events).
+    paused = [dag_id_for("persons", team) for team in (LONG, SHORT)]
+    pause = ("dags", "pause", "--treat-dag-id-as-regex", "-y", "^(" + "|".join(paused) + ")$")
+    for args in (("dags", "reserialize"), pause):
+        result = airflow.airflow(*args)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    long_events, short_dags = dag_id_for("events", LONG), [dag_id_for("events", SHORT)]
+    started = time.monotonic()
+    airflow.start(api_first=True)
+    try:
+        # 1. Yesterday reaches the long history's lake through its top-up, with most history still pending.
+        topup = f"topup__{LONG}_{yesterday}"
+        deadline, state = time.monotonic() + 180, None
+        while time.monotonic() < deadline:
+            state = dict((r[0], r[2]) for r in _runs(stack, long_events)).get(topup)
+            if state in ("success", "failed"):
+                break
+            time.sleep(2)
+        landed = time.monotonic() - started
+        assert state == "success", f"{topup}: {state}\nscheduler:\n{airflow.log_tail('scheduler')}"
+        history_done = [r for r in _runs(stack, long_events) if r[1] == "scheduled" and r[2] == "success"]
+        assert len(history_done) < LONG_DAYS // 2, len(history_done)
+        assert lake_day_counts(long, "events").get(yesterday) == clickhouse_day_counts(ch, LONG)[yesterday] == 161
+        print(f"\ntop-up: yesterday in the lake {landed:.0f} s after start; history runs done by then: "
+              f"{len(history_done)} of {LONG_DAYS}")
+
+        # 2. Catch-up of the short history skips the top-up days and goes on to today: each day runs once.
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            done = all(len(runs := _runs(stack, d)) == SHORT_DAYS and all(r[2] == "success" for r in runs)
+                       for d in short_dags)
+            next_runs = {d: n for d, n in _query(stack, "SELECT dag_id, next_dagrun FROM dag WHERE dag_id = ANY(%s)",
+                                                     short_dags)}
+            if done and all(n == _midnight(today) for n in next_runs.values()):
+                break
+            time.sleep(3)
+        for dag_id in short_dags:
+            runs = _runs(stack, dag_id)
+            assert [r[3] for r in runs] == [_midnight(yesterday - dt.timedelta(days=n))
+                                            for n in reversed(range(SHORT_DAYS))], dag_id
+            assert all(r[2] == "success" for r in runs), runs
+        assert next_runs == dict.fromkeys(short_dags, _midnight(today)), next_runs  # caught up, not stalled
+        short_topups = [r for d in short_dags for r in _runs(stack, d) if r[0].startswith("topup__")]
+        assert short_topups, "the short history's recent days ran as top-ups too"
+        export_weights = _query(stack, "SELECT dag_id, run_id, priority_weight FROM task_instance "
+                                       "WHERE task_id = 'export' AND dag_id = ANY(%s)", [long_events, *short_dags])
+    finally:
+        airflow.stop()
+    wall = time.monotonic() - started
+
+    # 3. The top-ups: one run per recent day, logical date = the day, data interval = that day, its key.
+    topups = [r for r in _runs(stack, long_events) if r[0].startswith("topup__")]
+    assert [(r[0], r[3], r[4], r[5], r[6]) for r in topups] == [
+        (f"topup__{LONG}_{d}", _midnight(d), _midnight(d), _midnight(d + dt.timedelta(days=1)),
+         {"partition_key": f"{LONG}_{d}"}) for d in sorted(recent)]
+    assert lake_day_counts(short, "events") == clickhouse_day_counts(ch, SHORT)
+    assert not [r for d in paused for r in _runs(stack, d) if r[0].startswith("topup__")], "a paused DAG got a top-up"
+    # 4. Priority: top-up exports outrank history exports (the strategy applies through the real scheduler).
+    weights = {(d, run_id): w for d, run_id, w in export_weights}
+    assert {w for (d, run_id), w in weights.items() if run_id.startswith("topup__")} == {TOPUP_WEIGHT}
+    history = [w for (d, run_id), w in weights.items() if d == long_events and run_id.startswith("scheduled__")]
+    assert history and set(history) == {HISTORY_WEIGHT}
+    # 5. Issue 12 point 7: the dag-processor re-parsed the file every few seconds while runs had task
+    #    instances, and no DAG got a second version.
+    versions = dict(_query(stack, "SELECT dag_id, count(*) FROM dag_version GROUP BY dag_id"))
+    assert versions and set(versions.values()) == {1}, versions
+    print(f"short history caught up to today with {len(short_topups)} top-up runs; wall {wall:.0f} s")
