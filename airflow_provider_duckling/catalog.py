@@ -32,18 +32,31 @@ from typing import Any
 import yaml
 
 from airflow_provider_duckling import settings
-from airflow_provider_duckling.errors import RegistryError, UnknownDucklingError
+from airflow_provider_duckling.errors import PartitionError, RegistryError, UnknownDucklingError, quoted
 from airflow_provider_duckling.partitions import EPOCH, validate_team_id
+from airflow_provider_duckling.redaction import scrub
 
 DEFAULT_CATALOG_CONN_ID = "ducklake_default"
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
-_EXTERNAL_ID = re.compile(r"^[A-Za-z0-9+=,.@:/_-]{2,1224}$")
-_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+# Matched with ``fullmatch`` and ``re.ASCII``: ``$`` would accept a trailing newline and ``\d`` a full-width digit.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}", re.ASCII)
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+    re.ASCII,
+)
+_DB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}", re.ASCII)
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9+=,.@:/_-]{2,1224}", re.ASCII)
+_CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}", re.ASCII)
+_PRINTABLE = re.compile(r"[\x21-\x7e]+", re.ASCII)  # no whitespace, no control characters, ASCII only
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_]{1,40}", re.ASCII)
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+DEFAULT_DB_PORT = 5432
+"""An entry without ``db_port`` is compared as this port when checking that no two entries share a catalog."""
+MAX_REGISTRY_BYTES = 16 * 1024 * 1024
+"""The registry file's size limit (16 MiB, about 60,000 entries), checked before it is read: a larger file is
+refused so that parsing stays well inside the DAG import timeout."""
 _FIELDS = {
     "team_id", "bucket", "bucket_region", "db_host", "db_port", "db_name", "cross_account_role_arn",
     "cross_account_external_id", "catalog_conn_id", "start_date",
@@ -70,12 +83,13 @@ class Duckling:
         """Build and validate one entry; every error names the entry and the field."""
         if not isinstance(raw, dict):
             raise RegistryError(f"{where}: expected a mapping of fields, got {type(raw).__name__}")
-        unknown = sorted(set(map(str, raw)) - _FIELDS)
+        unknown = [k for k in raw if not (isinstance(k, str) and k in _FIELDS)]
         if unknown:
-            raise RegistryError(f"{where}: unknown field(s) {', '.join(unknown)}")
+            names = [scrub(k) if isinstance(k, str) and _FIELD_NAME.fullmatch(k) else quoted(k, 30) for k in unknown[:5]]
+            raise RegistryError(f"{where}: unknown field(s) {', '.join(sorted(names))}{', …' if len(unknown) > 5 else ''}")
         try:
             team_id = validate_team_id(raw.get("team_id"))
-        except Exception as exc:
+        except PartitionError as exc:
             raise RegistryError(f"{where}: {exc}") from None
         where = f"{where} (team {team_id})"
 
@@ -83,7 +97,7 @@ class Duckling:
             value = raw.get(name)
             if value is None and not required:
                 return None
-            if not isinstance(value, str) or not pattern.match(value):
+            if not isinstance(value, str) or not _PRINTABLE.fullmatch(value) or not pattern.fullmatch(value):
                 shown = "missing" if value is None else "invalid"
                 raise RegistryError(f"{where}: {shown} {name}: expected {hint}")
             return value
@@ -92,7 +106,9 @@ class Duckling:
         if ".." in bucket or bucket.startswith("xn--") or _is_ip(bucket):
             raise RegistryError(f"{where}: invalid bucket: expected an S3 bucket name (3-63 of a-z 0-9 . -)")
         db_host = raw.get("db_host")
-        if not isinstance(db_host, str) or not (_HOSTNAME.match(db_host) or _is_ip(db_host)):
+        if not isinstance(db_host, str) or not _PRINTABLE.fullmatch(db_host) or not (
+            _HOSTNAME.fullmatch(db_host) or _is_ip(db_host)
+        ):
             raise RegistryError(f"{where}: {'missing' if db_host is None else 'invalid'} db_host: expected a host name or IP address")
         db_port = raw.get("db_port")
         if db_port is not None and (isinstance(db_port, bool) or not isinstance(db_port, int) or not 0 < db_port < 65536):
@@ -135,6 +151,8 @@ class Duckling:
 
 
 def _is_ip(value: str) -> bool:
+    if "%" in value:  # an IPv6 scope id ("fe80::1%eth0") is a local interface name, never a catalog address
+        return False
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -142,14 +160,25 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+def catalog_identity(duckling: Duckling) -> tuple[str, int, str]:
+    """What makes two entries the same catalog: the host lower-cased (an IP address in its canonical form),
+    the port with the default made explicit, and the database name."""
+    host = duckling.db_host.lower()
+    if _is_ip(host):
+        host = ipaddress.ip_address(host).compressed
+    return host, duckling.db_port or DEFAULT_DB_PORT, duckling.db_name
+
+
 def _date(value: Any, message: str) -> dt.date:
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, str):
         try:
+            if not _DAY.fullmatch(value):
+                raise ValueError(value)
             value = dt.date.fromisoformat(value)
         except ValueError:
-            raise RegistryError(f"{message} {value!r}: expected YYYY-MM-DD") from None
+            raise RegistryError(f"{message} {quoted(value)}: expected YYYY-MM-DD") from None
     if not isinstance(value, dt.date):
         raise RegistryError(f"{message}: expected YYYY-MM-DD")
     if value < EPOCH:
@@ -165,7 +194,7 @@ def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
         raise RegistryError(f"{source}: expected a mapping with a 'ducklings' list")
     entries: dict[int, Duckling] = {}
     by_bucket: dict[str, Duckling] = {}
-    by_catalog: dict[tuple[str, int | None, str], Duckling] = {}
+    by_catalog: dict[tuple[str, int, str], Duckling] = {}
     for index, raw in enumerate(data.get("ducklings") or []):
         duckling = Duckling.from_dict(raw, where=f"{source}: ducklings[{index}]")
         if duckling.team_id in entries:
@@ -176,7 +205,7 @@ def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
                 f"{source}: ducklings[{index}] (team {duckling.team_id}): bucket {duckling.bucket} is already "
                 f"team {other.team_id}'s; every duckling needs its own bucket"
             )
-        catalog = (duckling.db_host, duckling.db_port, duckling.db_name)
+        catalog = catalog_identity(duckling)
         other = by_catalog.get(catalog)
         if other is not None:
             raise RegistryError(
@@ -187,25 +216,120 @@ def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
     return entries
 
 
-def read_registry_text(path: Path) -> str | None:
-    """The registry file's text; ``None`` when there is no file (an empty registry)."""
+def read_limited_text(path: Path, what: str, error: type[Exception] = RegistryError,
+                      limit: int = MAX_REGISTRY_BYTES) -> str | None:
+    """The text of a small local file as strict UTF-8; ``None`` when there is no file.
+
+    The size is checked before anything is read (and the read itself stops one byte past ``limit``, in case
+    the file grows meanwhile); undecodable bytes are refused with their offset, never replaced."""
     try:
-        return path.read_text()
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = handle.read(limit + 1) if size <= limit else b""
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise RegistryError(f"cannot read duckling registry {path}: {type(exc).__name__}") from None
+        raise error(f"cannot read {what} {path.name}: {type(exc).__name__}") from None
+    if size > limit or len(data) > limit:
+        raise error(f"cannot read {what} {path.name}: larger than the {limit // (1024 * 1024)} MiB limit")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"cannot read {what} {path.name}: not UTF-8 (byte {exc.start})") from None
+
+
+def read_registry_text(path: Path) -> str | None:
+    """The registry file's text; ``None`` when there is no file (an empty registry).
+
+    A file over :data:`MAX_REGISTRY_BYTES` (16 MiB) or not valid UTF-8 is refused before parsing."""
+    return read_limited_text(path, "duckling registry")
+
+
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MAX_INT_DIGITS = 30
+
+
+class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """Safe YAML that refuses what would silently change the meaning of the registry: a key given twice in
+    one mapping (the second would win), and over-long integers (converted only when short)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise yaml.constructor.ConstructorError(None, None, "merge keys (<<) are not allowed",
+                                                            key_node.start_mark)
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:
+                    continue  # unhashable: the base class reports it
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {quoted(key, 30)}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        if len(str(node.value)) > _MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(None, None, "integer too long", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
+
+
+def _refuse_aliases(root: Any) -> None:
+    """Refuse anchors/aliases: a node reached twice (``*ref``, or a cycle) could expand an entry far past the
+    file's size (an alias bomb). Iterative, so deep nesting cannot exhaust the stack."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            raise RegistryError("aliases (*name) are not allowed")
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                stack.extend((key_node, value_node))
+
+
+def _load_yaml(text: str) -> Any:
+    """One YAML document with the strict loader; several documents are refused (``get_single_node``)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_aliases(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def parse_registry_text(text: str | None, path: Path) -> dict[int, Duckling]:
-    """Parse and validate the text of the registry file at ``path`` (YAML, so JSON too)."""
+    """Parse and validate the text of the registry file at ``path`` (YAML, so JSON too).
+
+    Only :class:`RegistryError` comes out: a syntax error, several documents, a duplicate key at any level,
+    an alias, an over-long integer or a nesting too deep are all reported as one short line."""
     if text is None:
         return {}
     try:
-        # The C loader when PyYAML has it: parsing thousands of entries at every DAG parse adds up.
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"cannot read duckling registry {path}: {type(exc).__name__}") from None
+        data = _load_yaml(text)
+    except RegistryError as exc:
+        raise RegistryError(f"cannot read duckling registry {path.name}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = ", ".join(str(part) for part in (exc.context, exc.problem) if part) or type(exc).__name__
+        problem = scrub(" ".join(problem.split()))[:120]
+        raise RegistryError(f"cannot read duckling registry {path.name}: {problem}{where}") from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise RegistryError(f"cannot read duckling registry {path.name}: {type(exc).__name__}") from None
     return parse_registry(data, source=str(path.name))
 
 

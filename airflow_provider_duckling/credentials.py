@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from airflow_provider_duckling.catalog import Duckling
 from airflow_provider_duckling.errors import ConfigurationError, TransientError
+from airflow_provider_duckling.log_guard import guard_logging
 from airflow_provider_duckling.redaction import register_secret, scrub
 
 # STS answers that the same request will always get again (anything else, e.g. throttling, is retried).
@@ -42,6 +43,7 @@ def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds:
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     register_secret(duckling.cross_account_external_id)
+    guard_logging()  # botocore would log the request (external id) and the answer (the session's secrets)
     try:
         sts = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sts").get_conn()
     except Exception as exc:

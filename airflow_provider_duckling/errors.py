@@ -39,3 +39,32 @@ class SchemaDriftError(DucklingError):
 
 class RegistrationError(DucklingError):
     """Registering exported files into the lake was refused (e.g. a file registered before)."""
+
+
+QUOTE_LIMIT = 40
+"""At most this many characters of an offending value appear in a message (then ``…``)."""
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A short, one-line, secret-free rendering of an offending value for an error message.
+
+    Text is cut to ``limit`` characters *after* registered secrets are masked, and shown with ``repr`` so that
+    newlines and control characters appear escaped; a huge integer is described, never printed (printing a
+    5,000-digit int raises); anything else is named by its type. Every message about user input uses this, so
+    a 100 kB key never becomes a 100 kB log line."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 64 else f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value[: limit * 4]).decode("utf-8", "replace")
+    if isinstance(value, str):
+        from airflow_provider_duckling.redaction import scrub
+
+        # Mask secrets in a window wide enough to hold any secret that starts inside the shown prefix.
+        text = scrub(value[: limit + 4096])
+        shown = repr(text[:limit])
+        return f"{shown}…" if len(text) > limit or len(value) > limit + 4096 else shown
+    return f"a {type(value).__name__}"

@@ -10,21 +10,24 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from airflow_provider_duckling.errors import PartitionError
+from airflow_provider_duckling.errors import PartitionError, quoted
 
 EPOCH = dt.date(1970, 1, 1)
-_KEY = re.compile(r"^(\d{1,18})_(\d{4}-\d{2}-\d{2})$")
+# ASCII digits only (``\d`` would take a full-width ``７``) and ``fullmatch`` (``$`` matches before a newline).
+_KEY = re.compile(r"([0-9]{1,19})_([0-9]{4}-[0-9]{2}-[0-9]{2})", re.ASCII)
+_TEAM = re.compile(r"[0-9]{1,19}", re.ASCII)
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def validate_team_id(team_id: object) -> int:
     """Return ``team_id`` as a positive int, or raise :class:`PartitionError`."""
     if isinstance(team_id, bool):
-        raise PartitionError(f"invalid team id {team_id!r}: expected a positive integer")
-    if isinstance(team_id, str) and team_id.strip().isdigit():
-        team_id = int(team_id.strip())
+        raise PartitionError(f"invalid team id {quoted(team_id)}: expected a positive integer")
+    if isinstance(team_id, str) and _TEAM.fullmatch(team_id):  # no whitespace, ASCII digits, at most 19
+        team_id = int(team_id)
     if not isinstance(team_id, int) or team_id <= 0 or team_id >= 2**63:
-        raise PartitionError(f"invalid team id {team_id!r}: expected a positive integer")
+        raise PartitionError(f"invalid team id {quoted(team_id)}: expected a positive integer")
     return team_id
 
 
@@ -34,13 +37,13 @@ def parse_day(value: object, *, today: dt.date | None = None) -> dt.date:
         day = value.astimezone(dt.UTC).date() if value.tzinfo else value.date()
     elif isinstance(value, dt.date):
         day = value
-    elif isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+    elif isinstance(value, str) and _DAY.fullmatch(value):
         try:
-            day = dt.date.fromisoformat(value.strip())
+            day = dt.date.fromisoformat(value)
         except ValueError as exc:
-            raise PartitionError(f"invalid day {value!r}: {exc}") from None
+            raise PartitionError(f"invalid day {quoted(value)}: {exc}") from None
     else:
-        raise PartitionError(f"invalid day {value!r}: expected YYYY-MM-DD")
+        raise PartitionError(f"invalid day {quoted(value)}: expected YYYY-MM-DD")
     today = today or dt.datetime.now(dt.UTC).date()
     if day < EPOCH:
         raise PartitionError(f"invalid day {day}: before 1970-01-01")
@@ -59,9 +62,9 @@ class Partition:
     @classmethod
     def parse(cls, key: str) -> Partition:
         """Parse a ``{team_id}_{YYYY-MM-DD}`` key, validating both halves."""
-        match = _KEY.match(key.strip()) if isinstance(key, str) else None
+        match = _KEY.fullmatch(key) if isinstance(key, str) else None
         if not match:
-            raise PartitionError(f"invalid partition key {key!r}: expected {{team_id}}_{{YYYY-MM-DD}}, e.g. 12345_2024-01-15")
+            raise PartitionError(f"invalid partition key {quoted(key)}: expected {{team_id}}_{{YYYY-MM-DD}}, e.g. 12345_2024-01-15")
         return cls(validate_team_id(int(match.group(1))), parse_day(match.group(2)))
 
     @property

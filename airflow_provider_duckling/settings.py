@@ -8,7 +8,16 @@ import os
 import re
 from pathlib import Path
 
-from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.errors import ConfigurationError, quoted
+
+_WHOLE = re.compile(r"-?[0-9]{1,12}", re.ASCII)  # ASCII digits, no spaces, no "_", at most 12 of them
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+
+
+def _whole_number(key: str, raw: str, what: str = "a whole number") -> int:
+    if not _WHOLE.fullmatch(raw):
+        raise ConfigurationError(f"[duckling] {key} must be {what}, got {quoted(raw)}")
+    return int(raw)
 
 
 def _get(key: str, default: str | None = None) -> str | None:
@@ -54,10 +63,7 @@ def last_good_path() -> Path:
 def settle_delay() -> dt.timedelta:
     """``[duckling] settle_minutes``: how long after a UTC day ends its top-up waits for late events."""
     raw = _get("settle_minutes", "120") or "120"
-    try:
-        minutes = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"[duckling] settle_minutes must be a whole number of minutes, got {raw!r}") from None
+    minutes = _whole_number("settle_minutes", raw, "a whole number of minutes")
     if not 0 <= minutes <= 7 * 24 * 60:
         raise ConfigurationError("[duckling] settle_minutes must be between 0 and 10080 (a week)")
     return dt.timedelta(minutes=minutes)
@@ -67,18 +73,17 @@ def start_date_floor() -> dt.date:
     """``[duckling] start_date_floor``: no back-fill starts before this day (default 2015-01-01)."""
     raw = _get("start_date_floor", "2015-01-01") or "2015-01-01"
     try:
+        if not _DAY.fullmatch(raw):
+            raise ValueError(raw)
         floor = dt.date.fromisoformat(raw)
     except ValueError:
-        raise ConfigurationError(f"[duckling] start_date_floor must be YYYY-MM-DD, got {raw!r}") from None
+        raise ConfigurationError(f"[duckling] start_date_floor must be YYYY-MM-DD, got {quoted(raw)}") from None
     return max(floor, dt.date(1970, 1, 1))
 
 
 def _int(key: str, default: int, low: int, high: int) -> int:
     raw = _get(key, str(default)) or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"[duckling] {key} must be a whole number, got {raw!r}") from None
+    value = _whole_number(key, raw)
     if not low <= value <= high:
         raise ConfigurationError(f"[duckling] {key} must be between {low} and {high}")
     return value
@@ -128,9 +133,9 @@ def export_pool() -> str:
     Create it once with ``duckling setup`` (or ``airflow pools set duckling_exports 8 ...``); an export in a
     pool that does not exist is never scheduled.
     """
-    name = (_get("export_pool", "duckling_exports") or "duckling_exports").strip()
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,256}", name):
-        raise ConfigurationError(f"[duckling] export_pool must be a pool name (letters, digits, _ . -), got {name!r}")
+    name = _get("export_pool", "duckling_exports") or "duckling_exports"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,256}", name, flags=re.ASCII):
+        raise ConfigurationError(f"[duckling] export_pool must be a pool name (letters, digits, _ . -), got {quoted(name)}")
     return name
 
 
@@ -153,7 +158,7 @@ def orphan_retention_days() -> int:
 
 def maintenance_memory_limit() -> str:
     """``[duckling] maintenance_memory_limit``: DuckDB memory limit of a maintenance pass (default ``2GB``)."""
-    value = (_get("maintenance_memory_limit", "2GB") or "2GB").strip()
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, flags=re.IGNORECASE):
-        raise ConfigurationError(f"[duckling] maintenance_memory_limit must look like 2GB or 512MB, got {value!r}")
+    value = _get("maintenance_memory_limit", "2GB") or "2GB"
+    if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,3})? ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, flags=re.IGNORECASE | re.ASCII):
+        raise ConfigurationError(f"[duckling] maintenance_memory_limit must look like 2GB or 512MB, got {quoted(value)}")
     return value

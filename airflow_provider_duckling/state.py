@@ -12,21 +12,59 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_duckling import settings
 from airflow_provider_duckling.catalog import (
+    MAX_REGISTRY_BYTES,
     Duckling,
     parse_registry,
     parse_registry_text,
+    read_limited_text,
     read_registry_text,
 )
-from airflow_provider_duckling.errors import RegistryError
+from airflow_provider_duckling.errors import RegistryError, quoted
 
 log = logging.getLogger(__name__)
 StartDates = dict[str, dict[int, dt.date]]
+MAX_STATE_BYTES = MAX_REGISTRY_BYTES
+"""The state file's size limit, 16 MiB, checked before reading (the last good copy, which also holds the
+registry in JSON form, may be twice that)."""
+_TABLE = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
+_TEAM = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+
+
+def _strict_json(text: str) -> Any:
+    """``json.loads`` refusing duplicate keys, NaN/Infinity and over-long numbers; deep nesting is a
+    ``ValueError`` here rather than a ``RecursionError``."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                raise ValueError(f"duplicate key {quoted(key, 30)}")
+            out[key] = value
+        return out
+
+    def number(kind: type) -> Any:
+        def parse(literal: str) -> Any:
+            if len(literal) > 30:
+                raise ValueError("number too long")
+            return kind(literal)
+        return parse
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a number")
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs, parse_int=number(int), parse_float=number(float),
+                          parse_constant=constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -43,21 +81,36 @@ def _encode(start_dates: StartDates) -> dict[str, dict[str, str]]:
 def _decode(raw: Any, source: str) -> StartDates:
     if not isinstance(raw, dict):
         raise RegistryError(f"{source}: expected a mapping of table → team → date")
-    try:
-        return {table: {int(t): dt.date.fromisoformat(d) for t, d in days.items()} for table, days in raw.items()}
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise RegistryError(f"{source}: unreadable start dates ({type(exc).__name__})") from None
+    out: StartDates = {}
+    for table, days in raw.items():
+        if not isinstance(table, str) or not _TABLE.fullmatch(table):
+            raise RegistryError(f"{source}: invalid table name {quoted(table)}")
+        if not isinstance(days, dict):
+            raise RegistryError(f"{source}: {quoted(table)}: expected a mapping of team → date")
+        decoded = out[table] = {}
+        for team, day in days.items():
+            if not isinstance(team, str) or not _TEAM.fullmatch(team) or int(team) >= 2**63:
+                raise RegistryError(f"{source}: {quoted(table)}: invalid team id {quoted(team)}")
+            try:
+                if not isinstance(day, str) or not _DAY.fullmatch(day):
+                    raise ValueError
+                decoded[int(team)] = dt.date.fromisoformat(day)
+            except ValueError:
+                raise RegistryError(f"{source}: {quoted(table)}: team {team}: invalid date {quoted(day)}") from None
+    return out
 
 
 def load_start_dates(path: Path | None = None) -> StartDates:
     """Remembered start dates; a missing file means none discovered yet."""
     path = path or settings.state_path()
-    if not path.exists():
+    text = read_limited_text(path, "remembered start dates", limit=MAX_STATE_BYTES)
+    if text is None:
         return {}
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"cannot read remembered start dates {path.name}: {type(exc).__name__}") from None
+        raw = _strict_json(text)
+    except ValueError as exc:  # JSONDecodeError is one; its message is position-only, never the content
+        problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise RegistryError(f"cannot read remembered start dates {path.name}: {problem[:80]}") from None
     return _decode(raw.get("start_dates", {}) if isinstance(raw, dict) else raw, path.name)
 
 
@@ -124,8 +177,9 @@ def load_dag_inputs(
 
 def _read_last_good(path: Path) -> dict[str, Any] | None:
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = read_limited_text(path, "last good copy", limit=2 * MAX_STATE_BYTES)
+        raw = _strict_json(text) if text is not None else None
+    except (RegistryError, ValueError):
         return None
     return raw if isinstance(raw, dict) else None
 
@@ -158,5 +212,5 @@ def _save_last_good(
 def _decode_last_good(raw: dict[str, Any] | None) -> DagInputs:
     try:
         return DagInputs(parse_registry(raw, "last good registry"), _decode((raw or {}).get("start_dates", {}), "last good state"))
-    except (AttributeError, ValueError, RegistryError):
+    except (AttributeError, TypeError, ValueError, RegistryError):
         return DagInputs({}, {})

@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -438,3 +439,32 @@ def test_setup_creates_and_resizes_the_export_pool(airflow_db, capsys):
     assert Pool.get_pool("duckling_exports").slots == 3
     code, out, _ = cli(capsys, "setup", "--export-slots", "5")
     assert code == 0 and Pool.get_pool("duckling_exports").slots == 5
+
+
+# ---------------------------------------------------------------- secrets at every log level
+
+_SECRET_FIELD = re.compile(r"(?i)(SecretAccessKey|SessionToken|aws_secret_access_key|aws_session_token)\W{1,6}[A-Za-z0-9/+=]{8,}")
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_command_output_with_debug_logging(registry):
+    """``duckling -v catalog validate`` in a fresh process with Airflow's log level at DEBUG: botocore's debug
+    lines (the AssumeRole request and response) and every other library's must not carry the external id,
+    the base AWS secret, the catalog password or the session's secret key and token."""
+    from tests.support.stack import BASE_AWS_SECRET, CATALOG_PASSWORD
+
+    stack = registry
+    duckling = stack.new_duckling(66, "cli-debug")
+    stack.use(duckling)
+    env = {**os.environ, "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from airflow_provider_duckling.cli.main import main; sys.exit(main(sys.argv[1:]))",
+         "-v", "catalog", "validate", "66"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "[debug" in output  # debug logging really was on (structlog prints the level so)
+    for secret in (duckling.cross_account_external_id, BASE_AWS_SECRET, CATALOG_PASSWORD):
+        assert secret not in output
+    assert not _SECRET_FIELD.search(output), _SECRET_FIELD.search(output).group(0)[:40]

@@ -13,18 +13,45 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
+import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
 
 from airflow_provider_duckling.cli.errors import PROBLEMS, USAGE, RunNotStarted, UsageError
 from airflow_provider_duckling.cli.render import make_console
+from airflow_provider_duckling.errors import quoted
+from airflow_provider_duckling.log_guard import guard_logging
 
 _LEVEL_VAR = "AIRFLOW__LOGGING__LOGGING_LEVEL"
 _EPILOG = "Exit codes: 0 ok, 1 problems found / run failed, 2 bad arguments or input (nothing done)."
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: ASCII digits only, within ``[low, high]`` (a bad value exits 2, nothing done)."""
+
+    def parse(raw: str) -> int:
+        if not re.fullmatch(r"-?[0-9]{1,12}", raw, flags=re.ASCII) or not low <= int(raw) <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {quoted(raw)}")
+        return int(raw)
+
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number of seconds within ``[low, high]`` (no nan, no inf)."""
+
+    def parse(raw: str) -> float:
+        value = float(raw) if re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,6})?", raw, flags=re.ASCII) else math.nan
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected seconds from {low:g} to {high:g}, got {quoted(raw)}")
+        return value
+
+    return parse
 
 
 def _registry_option(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "setup", help="one-time setup: create (or resize) the export pool", epilog=_EPILOG,
         description="Creates the Airflow pool every export task runs in ([duckling] export_pool, default "
                     "duckling_exports). Exports in a pool that does not exist are never scheduled.")
-    setup.add_argument("--export-slots", type=int, metavar="N",
+    setup.add_argument("--export-slots", type=_whole(1, 10_000), metavar="N",
                        help="exports at once across all teams (default: [duckling] export_pool_slots, 8)")
     setup.set_defaults(handler="setup:run")
 
@@ -60,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--bucket", required=True, help="the duckling's S3 bucket")
     add.add_argument("--region", required=True, help="the bucket's AWS region, e.g. us-east-1")
     add.add_argument("--db-host", required=True, help="the catalog's PostgreSQL host")
-    add.add_argument("--db-port", type=int, help="the catalog's port (default: the ducklake connection's, else 5432)")
+    add.add_argument("--db-port", type=_whole(1, 65535), help="the catalog's port (default: the ducklake connection's, else 5432)")
     add.add_argument("--db-name", required=True, help="the catalog's database")
     add.add_argument("--role-arn", required=True, help="the cross-account role Airflow assumes")
     add.add_argument("--external-id", required=True, help="the role's external id ('-' reads it from stdin)")
@@ -78,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="ClickHouse, and per duckling its connection, role, bucket and catalog, all read-only. "
                     "One line per problem; exit 1 if there is any.")
     validate.add_argument("teams", nargs="*", metavar="TEAM", help="only these teams (default: all)")
-    validate.add_argument("--parallel", type=int, default=4, help="ducklings checked at once (default 4)")
+    validate.add_argument("--parallel", type=_whole(1, 64), default=4, help="ducklings checked at once (default 4)")
     _registry_option(validate)
     validate.set_defaults(handler="validate:run")
 
@@ -119,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--local", action="store_true", help="run it here with dag.test() instead of triggering")
     mode.add_argument("--wait", action="store_true", help="after triggering, follow the run until it ends")
-    run.add_argument("--timeout", type=float, default=0, metavar="SECONDS", help="with --wait: give up after this long")
-    run.add_argument("--poll-interval", type=float, default=5, metavar="SECONDS", help=argparse.SUPPRESS)
+    run.add_argument("--timeout", type=_seconds(0, 7 * 24 * 3600), default=0, metavar="SECONDS", help="with --wait: give up after this long")
+    run.add_argument("--poll-interval", type=_seconds(0.01, 3600), default=5, metavar="SECONDS", help=argparse.SUPPRESS)
     run.set_defaults(handler="run:run")
     return parser
 
@@ -167,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _quiet_logs(args.verbose):
         try:
             command = getattr(importlib.import_module(f"airflow_provider_duckling.cli.{module}"), function)
+            guard_logging()  # no task's secrets masker runs here: mask what any library logs
             return command(args, out)
         except KeyboardInterrupt:
             err.print("interrupted")

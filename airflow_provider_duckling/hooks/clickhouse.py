@@ -137,6 +137,9 @@ class ClickHouseHook(BaseHook):
                     connect_timeout=float(extra.get("connect_timeout", 10)),
                     send_receive_timeout=float(extra.get("send_receive_timeout", 3600)),
                     autogenerate_session_id=False,
+                    # Bound parameters (the export's S3 session credentials among them) travel in the POST body,
+                    # never in the request URL that proxies, load balancers and access logs record.
+                    form_encode_query_params=True,
                 )
             except Exception as exc:
                 raise ClickHouseError(scrub(f"cannot connect to ClickHouse ({self.clickhouse_conn_id}): {exc}")) from None
@@ -172,7 +175,9 @@ class ClickHouseHook(BaseHook):
             if self._chdb_path is not None:
                 _chdb_session(self._chdb_path).query(sql, "TabSeparated", params=_as_strings(parameters))
             else:
-                self._client.command(sql, parameters=_as_strings(parameters))
+                # raw_query, not command: clickhouse-connect's command() puts bound parameters in the URL
+                # whatever form_encode_query_params says; raw_query sends them in the POST body.
+                self._client.raw_query(sql, parameters=_as_strings(parameters))
         except Exception as exc:
             raise _classified(scrub(_first_lines(exc))) from None
 

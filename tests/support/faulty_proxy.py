@@ -1,5 +1,6 @@
 """A TCP proxy on loopback that can cut a real connection mid-stream: the way the suite takes S3 or
-PostgreSQL "down" at the worst moment without mocking either."""
+PostgreSQL "down" at the worst moment without mocking either. It can also record what a client sends (what
+a proxy or load balancer in front of a server would see)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ class FaultyProxy:
     """Forwards 127.0.0.1:<port> to 127.0.0.1:<target_port>.
 
     ``arm(after_bytes, down_for)`` cuts every connection once ``after_bytes`` more bytes went upstream,
-    then refuses connections for ``down_for`` seconds.
+    then refuses connections for ``down_for`` seconds. With ``record``, every byte sent upstream is kept,
+    per connection, in :attr:`recorded`.
     """
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, record: bool = False) -> None:
         self.target_port = target_port
+        self.record = record
+        self.recorded: list[bytearray] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -71,15 +75,20 @@ class FaultyProxy:
                 continue
             with self._lock:
                 self._sockets |= {client, upstream}
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+                sent = bytearray()
+                if self.record:
+                    self.recorded.append(sent)
+            threading.Thread(target=self._pump, args=(client, upstream, True, sent), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, counts: bool) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, counts: bool, sent: bytearray | None = None) -> None:
         try:
             while True:
                 data = source.recv(65536)
                 if not data:
                     break
+                if sent is not None and self.record:
+                    sent += data
                 if counts:
                     with self._lock:
                         self.upstream_bytes += len(data)

