@@ -30,6 +30,20 @@ class S3Credentials:
     expiration: dt.datetime | None = None
 
 
+def _refuse_foreign_connection(aws_conn_id: str) -> None:
+    """The base identity's connection, when it exists, must be an AWS one: its login and password are sent to
+    STS as keys. (A missing one means the environment's identity: IRSA, an instance profile.)"""
+    from airflow.sdk import BaseHook
+
+    from airflow_provider_duckling.hooks.extras import require_type
+
+    try:
+        conn = BaseHook.get_connection(aws_conn_id)
+    except Exception:
+        return
+    require_type(conn, aws_conn_id, "aws", "the DuckLake connection's aws_conn_id")
+
+
 def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds: int | None = None) -> S3Credentials:
     """Assume ``duckling.cross_account_role_arn`` with its external id.
 
@@ -44,6 +58,7 @@ def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds:
 
     register_secret(duckling.cross_account_external_id)
     guard_logging()  # botocore would log the request (external id) and the answer (the session's secrets)
+    _refuse_foreign_connection(aws_conn_id)
     try:
         sts = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sts").get_conn()
     except Exception as exc:

@@ -79,3 +79,39 @@ def test_snapshot_untouched_by_a_failed_registration(stack, fresh):
     before = snapshot_id(fresh)
     assert run(1, DAYS[1], clickhouse_settings={"max_rows_to_read": 5, "read_overflow_mode": "throw"}).state == "failed"
     assert snapshot_id(fresh) == before
+
+
+def test_a_connection_of_another_type_is_refused_before_anything_is_sent(stack, monkeypatch, caplog, capfd):
+    """A registry entry naming the ClickHouse connection as its catalog, or a DuckLake connection naming it as
+    its AWS identity: refused with one line before any network call, so ClickHouse's password goes nowhere."""
+    before = dict(stack.ducklings)
+    try:
+        _refused(stack, monkeypatch, caplog, capfd)
+    finally:
+        stack.use(*before.values())
+
+
+def _refused(stack, monkeypatch, caplog, capfd) -> None:
+    import dataclasses
+    import json
+
+    from tests.support.stack import CLICKHOUSE_PASSWORD
+
+    foreign = dataclasses.replace(stack.new_duckling(1, f"bad{next(_TAGS)}"), catalog_conn_id="clickhouse_default")
+    stack.use(foreign)
+    assert run(1, DAYS[0]).state == "failed"
+    text = logged_text(caplog, capfd)
+    assert "connection 'clickhouse_default' is of type 'clickhouse', not 'ducklake'" in text
+    assert CLICKHOUSE_PASSWORD not in text
+    assert stack.keys(foreign.bucket) == [] and catalog_tables(stack, foreign) == 0
+
+    fresh = stack.new_duckling(1, f"bad{next(_TAGS)}")
+    stack.use(fresh)
+    conn = json.loads(os.environ["AIRFLOW_CONN_DUCKLAKE_DEFAULT"])
+    conn["extra"] = {**conn.get("extra", {}), "aws_conn_id": "clickhouse_default"}
+    monkeypatch.setenv("AIRFLOW_CONN_DUCKLAKE_DEFAULT", json.dumps(conn))
+    assert run(1, DAYS[0]).state == "failed"
+    text = logged_text(caplog, capfd)
+    assert "connection 'clickhouse_default' is of type 'clickhouse', not 'aws'" in text
+    assert CLICKHOUSE_PASSWORD not in text
+    assert stack.keys(fresh.bucket) == [] and catalog_tables(stack, fresh) == 0

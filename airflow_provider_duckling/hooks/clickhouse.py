@@ -16,7 +16,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_duckling.errors import ConfigurationError, TransientError
-from airflow_provider_duckling.hooks.extras import connection_extras
+from airflow_provider_duckling.hooks.extras import connection_extras, require_type
 from airflow_provider_duckling.redaction import register_secret, scrub
 
 _chdb_lock = threading.Lock()
@@ -111,6 +111,7 @@ class ClickHouseHook(BaseHook):
                 f"ClickHouse connection {self.clickhouse_conn_id!r} is not defined "
                 "(create it in Admin → Connections, or set AIRFLOW_CONN_" + self.clickhouse_conn_id.upper() + ")"
             ) from None
+        require_type(conn, self.clickhouse_conn_id, self.conn_type, "clickhouse_conn_id")
         extra = connection_extras(conn, self.conn_type)
         self._database = conn.schema or extra.get("database") or "default"
         if conn.password:

@@ -38,7 +38,7 @@ from airflow_provider_duckling.catalog import DEFAULT_CATALOG_CONN_ID, Duckling
 from airflow_provider_duckling.credentials import assume_duckling_role
 from airflow_provider_duckling.errors import ConfigurationError, LakeUnavailableError
 from airflow_provider_duckling.extensions import ALL, LOCAL, connect_duckdb, prefetch
-from airflow_provider_duckling.hooks.extras import connection_extras
+from airflow_provider_duckling.hooks.extras import connection_extras, require_type
 from airflow_provider_duckling.lake_metadata import (
     CatalogFacts,
     CatalogUnreadable,
@@ -121,6 +121,7 @@ class DuckLakeHook(BaseHook):
                 f"DuckLake connection {conn_id!r} is not defined "
                 f"(create it in Admin → Connections, or set AIRFLOW_CONN_{conn_id.upper()})"
             ) from None
+        require_type(conn, conn_id, self.conn_type, "a duckling's catalog_conn_id (and ducklake_conn_id)")
         extra = connection_extras(conn, self.conn_type)
         register_secret(conn.password)
         endpoint = extra.get("s3_endpoint_url") or None

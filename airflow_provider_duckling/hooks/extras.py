@@ -17,3 +17,19 @@ def connection_extras(conn: Any, conn_type: str) -> dict[str, Any]:
     folded = {key.removeprefix(prefix): value for key, value in raw.items() if key.startswith(prefix)}
     folded.update({key: value for key, value in raw.items() if not key.startswith(prefix)})
     return {key: value for key, value in folded.items() if value not in ("", None)}
+
+
+def require_type(conn: Any, conn_id: str, conn_type: str, purpose: str) -> None:
+    """Refuse a connection of another type than ``conn_type`` before anything is sent anywhere: a
+    connection's secret goes only where that connection is meant to go (a registry entry naming the
+    ClickHouse connection as its catalog would otherwise send ClickHouse's password to the catalog host).
+
+    :raises ConfigurationError: one line naming the connection, its type and the expected one.
+    """
+    from airflow_provider_duckling.errors import ConfigurationError, quoted
+
+    if (conn.conn_type or "") != conn_type:
+        raise ConfigurationError(
+            f"connection {quoted(conn_id)} is of type {quoted(conn.conn_type or '')}, not {conn_type!r}: "
+            f"{purpose} must name a {conn_type} connection; nothing was sent"
+        )
