@@ -28,16 +28,8 @@ from airflow_provider_duckling.errors import (
     quoted,
 )
 from airflow_provider_duckling.partitions import Partition, parse_day, validate_team_id
+from tests.test_validation import GOOD  # one valid entry, shared with the validation tests
 
-GOOD = {
-    "team_id": 12345,
-    "bucket": "acme-duckling",
-    "bucket_region": "us-east-1",
-    "db_host": "catalog.example.internal",
-    "db_name": "ducklake",
-    "cross_account_role_arn": "arn:aws:iam::111122223333:role/duckling-writer",
-    "cross_account_external_id": "posthog-12345",
-}
 MAX_MESSAGE = 300
 
 
