@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from airflow_provider_duckling.errors import ConfigurationError, TransientError
+from airflow_provider_duckling.errors import ConfigurationError, TransientError, quoted
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.partitions import Partition, Scope
 from airflow_provider_duckling.quoting import clickhouse_ident, clickhouse_setting_literal
@@ -81,7 +81,7 @@ def merged_settings(user: dict[str, Any] | None) -> dict[str, Any]:
     for name, value in (user or {}).items():
         if name in ROW_SETTINGS and not _same_value(value, ROW_SETTINGS[name]):
             raise ConfigurationError(
-                f"clickhouse_settings: {name} = {value!r} would change which rows are exported; "
+                f"clickhouse_settings: {name} = {quoted(value)} would change which rows are exported; "
                 f"only {ROW_SETTINGS[name]!r} is allowed"
             )
     settings = {name: value for name, value in {**DEFAULT_CLICKHOUSE_SETTINGS, **(user or {})}.items()

@@ -102,15 +102,15 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         return result.to_xcom()
 
     def _persons_scope(self, target: Target, dry_run: bool) -> tuple[Target, dict[str, str] | None]:
-        """A persons day needs the team's full export first: without a live one (a new duckling, a reset
-        table) the day becomes the full export; a day the full export already covers is skipped. Returns the
+        """A persons day needs the team's full export first: without one recorded in the persons table's
+        comment (a new duckling, a reset table) the day becomes the full export; a day the full export already covers is skipped. Returns the
         target to move and the lake's columns read on the way (``None``: the pre-flight reads them)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         team = target.scope.team_id
         if self.flag("delete_tables"):
             self.log.info("event=persons_full_export partition=%s reason=delete_tables: the reset table needs "
-                     "the team's full export", target.scope.key)
+                          "the team's full export", target.scope.key)
             return replace(target, scope=FullExport(team)), None
         try:
             columns, comment = self._lake_facts(target, dry_run)
@@ -118,12 +118,12 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
             if not dry_run or isinstance(exc, ConfigurationError):
                 raise
             self.log.info("event=dry_run_preflight lake not readable yet (%s): it would get the full export",
-                     type(exc).__name__)
+                          type(exc).__name__)
             return replace(target, scope=FullExport(team)), None
         baseline = baseline_time(comment)
         if baseline is None:
             self.log.info("event=persons_full_export partition=%s reason=no_baseline: the duckling has no full export "
-                     "of persons yet; this run writes it (then the daily top-ups follow)", target.scope.key)
+                          "of persons yet; this run writes it (then the daily top-ups follow)", target.scope.key)
             return replace(target, scope=FullExport(team)), columns
         if covered_by_baseline(target.scope.day, baseline, settle_delay()):
             raise AirflowSkipException(
