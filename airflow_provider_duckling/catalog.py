@@ -17,6 +17,8 @@ Example::
         cross_account_external_id: posthog-12345
         start_date: 2024-01-01        # optional: first day to back-fill
         catalog_conn_id: ducklake_default  # optional
+        export_identity: clickhouse   # optional: how ClickHouse writes (default [duckling] export_identity)
+        paused: false                 # optional: true keeps the team's DAGs visible but scheduling nothing
 """
 
 from __future__ import annotations
@@ -53,13 +55,16 @@ _PRINTABLE = re.compile(r"[\x21-\x7e]+", re.ASCII)  # no whitespace, no control 
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_]{1,40}", re.ASCII)
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 DEFAULT_DB_PORT = 5432
-"""An entry without ``db_port`` is compared as this port when checking that no two entries share a catalog."""
+"""An entry without ``db_port`` is compared as this port when checking that no two entries share a catalog (its
+connection may name another; the attach-time owner mark is the guard that knows)."""
+EXPORT_IDENTITIES = settings.EXPORT_IDENTITIES
+"""How ClickHouse authenticates its writes to a duckling's bucket: see :func:`settings.export_identity`."""
 MAX_REGISTRY_BYTES = 16 * 1024 * 1024
 """The registry file's size limit (16 MiB, about 60,000 entries), checked before it is read: a larger file is
 refused so that parsing stays well inside the DAG import timeout."""
 _FIELDS = {
     "team_id", "bucket", "bucket_region", "db_host", "db_port", "db_name", "cross_account_role_arn",
-    "cross_account_external_id", "catalog_conn_id", "start_date",
+    "cross_account_external_id", "catalog_conn_id", "start_date", "export_identity", "paused",
 }
 
 
@@ -77,6 +82,10 @@ class Duckling:
     db_port: int | None = None
     catalog_conn_id: str = DEFAULT_CATALOG_CONN_ID
     start_date: dt.date | None = None
+    export_identity: str | None = None
+    """``assumed_role`` or ``clickhouse``; ``None`` follows ``[duckling] export_identity``."""
+    paused: bool = False
+    """A durable pause: the team's DAGs stay visible and schedule nothing; maintenance and reconciliation skip it."""
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "entry") -> Duckling:
@@ -116,6 +125,12 @@ class Duckling:
         start = raw.get("start_date")
         if start is not None:
             start = _date(start, f"{where}: invalid start_date")
+        identity = raw.get("export_identity")
+        if identity is not None and (not isinstance(identity, str) or identity not in EXPORT_IDENTITIES):
+            raise RegistryError(f"{where}: invalid export_identity: expected {' or '.join(EXPORT_IDENTITIES)}")
+        paused = raw.get("paused", False)
+        if not isinstance(paused, bool):
+            raise RegistryError(f"{where}: invalid paused: expected true or false")
         return cls(
             team_id=team_id,
             bucket=bucket,
@@ -130,6 +145,8 @@ class Duckling:
             catalog_conn_id=text("catalog_conn_id", _CONN_ID, "an Airflow connection id", required=False)
             or DEFAULT_CATALOG_CONN_ID,
             start_date=start,
+            export_identity=identity,
+            paused=paused,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +164,10 @@ class Duckling:
             out["db_port"] = self.db_port
         if self.start_date is not None:
             out["start_date"] = self.start_date.isoformat()
+        if self.export_identity is not None:
+            out["export_identity"] = self.export_identity
+        if self.paused:
+            out["paused"] = True
         return out
 
 
@@ -210,7 +231,8 @@ def parse_registry(data: Any, source: str = "registry") -> dict[int, Duckling]:
         if other is not None:
             raise RegistryError(
                 f"{source}: ducklings[{index}] (team {duckling.team_id}): catalog {duckling.db_name} on "
-                f"{duckling.db_host} is already team {other.team_id}'s; every duckling needs its own catalog"
+                f"{duckling.db_host} is already team {other.team_id}'s; every duckling needs its own catalog "
+                f"(an entry without db_port is taken as port {DEFAULT_DB_PORT}: write db_port if they differ)"
             )
         entries[duckling.team_id] = by_bucket[duckling.bucket] = by_catalog[catalog] = duckling
     return entries

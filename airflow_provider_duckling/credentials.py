@@ -44,6 +44,32 @@ def _refuse_foreign_connection(aws_conn_id: str) -> None:
     require_type(conn, aws_conn_id, "aws", "the DuckLake connection's aws_conn_id")
 
 
+CHAINED_SESSION_LIMIT = 3600
+"""AWS grants a role assumed with an assumed role's credentials (role chaining: IRSA, an instance profile, an
+ECS task role, or an Airflow connection with its own role_arn) at most one hour, whatever the role's
+MaxSessionDuration says."""
+
+
+def _chaining_message(aws_conn_id: str, duration_seconds: int) -> str:
+    return (
+        f"[duckling] role_session_seconds is {duration_seconds} but {aws_conn_id!r}'s identity is itself an assumed role, "
+        f"and AWS grants a chained role at most {CHAINED_SESSION_LIMIT} s: set role_session_seconds to {CHAINED_SESSION_LIMIT} "
+        "or less, or let ClickHouse write with its own identity ([duckling] export_identity = clickhouse), "
+        "whose exports do not depend on this session's length"
+    )
+
+
+def _refuse_chained_session_longer_than_allowed(sts: object, aws_conn_id: str, duration_seconds: int) -> None:
+    """Refuse, before any write, a session length that role chaining cannot grant: STS would refuse it too,
+    but only some providers say why. Costs one GetCallerIdentity, and only when the length is above an hour."""
+    try:
+        arn = str(sts.get_caller_identity().get("Arn", ""))  # type: ignore[attr-defined]
+    except Exception:
+        return  # AssumeRole itself will answer (and its refusal is mapped to the same message)
+    if ":assumed-role/" in arn:
+        raise ConfigurationError(_chaining_message(aws_conn_id, duration_seconds))
+
+
 def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds: int | None = None) -> S3Credentials:
     """Assume ``duckling.cross_account_role_arn`` with its external id.
 
@@ -63,6 +89,8 @@ def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds:
         sts = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sts").get_conn()
     except Exception as exc:
         raise ConfigurationError(scrub(f"AWS connection {aws_conn_id!r} is unusable: {type(exc).__name__}: {exc}")) from None
+    if duration_seconds > CHAINED_SESSION_LIMIT:
+        _refuse_chained_session_longer_than_allowed(sts, aws_conn_id, duration_seconds)
     try:
         answer = sts.assume_role(
             RoleArn=duckling.cross_account_role_arn,
@@ -72,6 +100,8 @@ def assume_duckling_role(aws_conn_id: str, duckling: Duckling, duration_seconds:
         )
     except Exception as exc:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        if "role chaining" in str(exc).lower():
+            raise ConfigurationError(_chaining_message(aws_conn_id, duration_seconds)) from None
         error = ConfigurationError if code in _PERMANENT_STS_ERRORS else TransientError
         raise error(
             f"cannot assume role {duckling.cross_account_role_arn} for team {duckling.team_id}: {code} "

@@ -6,7 +6,8 @@
   ``catchup=True`` from the team's start date, Airflow's catch-up is the historical backfill and the daily
   run tops up the day that just ended. Params (the trigger form) carry the original system's options and an
   optional ``partition_key``.
-* ``duckling_discover_start_dates``: finds where each new team's history starts (a task, not the parser).
+* ``duckling_discover_start_dates``: finds where each new team's history starts (a task, not the parser),
+  re-checks it every ``[duckling] rediscovery_days`` and runs the older days an earlier start uncovers.
 * ``duckling_topup_recent_days``: runs each team's last closed days ahead of its catch-up, so a team
   registered with years of history has yesterday in its lake within the hour, not after the history.
 * ``duckling_registry_health``: fails, with the reason, while the registry or start dates cannot be read
@@ -69,13 +70,18 @@ def default_args() -> dict[str, Any]:
 
     Plain values only: Airflow serializes ``default_args`` as they are, so an object here (such as the
     priority strategy, which each task gets instead) would be written with its memory address and make
-    every parse a new DAG version."""
+    every parse a new DAG version. The failure notifier (``[duckling] failure_notifier``, see
+    :mod:`~airflow_provider_duckling.alerts`) is the exception: Airflow stores a callback as
+    ``has_on_failure_callback: true`` only."""
+    from airflow_provider_duckling.alerts import callback_args
+
     return {
         "owner": "duckling",
         "retries": settings.task_retries(),
         "retry_delay": settings.retry_delay(),
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(hours=1),
+        **callback_args(),
     }
 
 
@@ -94,7 +100,8 @@ def backfill_params(table: str) -> dict[str, Param]:
     }
     for name, (default, description) in OPTION_DOCS.items():
         kind = "object" if isinstance(default, dict) else "boolean"
-        params[name] = Param(default, type=kind, description=description, title=name.replace("_", " ").capitalize())
+        title = name.replace("_", " ").capitalize().replace("Clickhouse", "ClickHouse").replace("ducklake", "DuckLake")
+        params[name] = Param(default, type=kind, description=description, title=title)
     if table == "persons":
         params["full_export"] = Param(
             False, type="boolean", title="Full export",
@@ -120,17 +127,19 @@ def build_team_dag(
     :param max_active_runs: events runs at once (persons runs one at a time, see below).
     :param dag_settings: the settings, when the caller read them once for many DAGs.
     """
-    from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
-
     from airflow_provider_duckling.priority import RecentDaysFirst
+    from airflow_provider_duckling.settle import LateEventsSensor
     from airflow_provider_duckling.timetables import DailyCronDataIntervalTimetable
 
     config = dag_settings or DagSettings.read()
     settle = config.settle
     # Top-ups ranked ahead of history; on each task (serialized as its class path), not in default_args.
     weight_rule = RecentDaysFirst()
-    schedule = DailyCronDataIntervalTimetable("0 0 * * *", timezone="UTC") if start else None
-    waiting = "" if start else " (waiting for start-date discovery)"
+    # A team paused in the registry keeps its DAG (listed, triggerable by hand, same day for a manual run) but
+    # its timetable schedules nothing; when the pause ends, catch-up resumes from its last scheduled run.
+    schedule = DailyCronDataIntervalTimetable("0 0 * * *", timezone="UTC", paused=duckling.paused) if start else None
+    waiting = (" (paused in the registry: schedules nothing)" if duckling.paused
+               else "" if start else " (waiting for start-date discovery)")
     with DAG(
         dag_id=dag_id_for(table, duckling.team_id),
         description=f"Back-fill and daily top-up of {table} into team {duckling.team_id}'s duckling{waiting}",
@@ -144,13 +153,14 @@ def build_team_dag(
         is_paused_upon_creation=False,
         render_template_as_native_obj=True,
         params=backfill_params(table),
-        tags=["duckling", table, f"team:{duckling.team_id}"],
+        tags=["duckling", table, f"team:{duckling.team_id}", *(["paused"] if duckling.paused else [])],
         doc_md=__doc__,
     ) as dag:
-        wait = TimeDeltaSensor(
-            task_id="wait_for_late_events", delta=settle, mode="reschedule", poke_interval=300,
-            timeout=settle.total_seconds() + 6 * 3600, weight_rule=weight_rule,
-            doc_md="Waits until the day has closed plus the settle delay; catch-up runs pass at once.",
+        wait = LateEventsSensor(
+            task_id="wait_for_late_events", delta=settle, partition_key=_option("partition_key"), mode="reschedule",
+            poke_interval=300, timeout=settle.total_seconds() + 6 * 3600, weight_rule=weight_rule,
+            doc_md="Waits until the run's day has closed plus the settle delay: only a day that has just ended "
+                   "waits; older days (catch-up, repairs, the later pass) pass at once.",
         )
         common: dict[str, Any] = {
             "team_id": duckling.team_id,
@@ -189,7 +199,10 @@ def build_team_dag(
 def housekeeping_dag(
     dag_id: str, cron: str, description: str, retries: int = 2, params: dict[str, Param] | None = None,
 ) -> DAG:
-    """A provider-wide DAG on a cron, latest run only, one at a time, on from the start."""
+    """A provider-wide DAG on a cron, latest run only, one at a time, on from the start; its failures reach
+    the configured notifier like the team DAGs'."""
+    from airflow_provider_duckling.alerts import callback_args
+
     return DAG(
         dag_id=dag_id,
         description=description,
@@ -198,44 +211,45 @@ def housekeeping_dag(
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=False,
-        default_args={"owner": "duckling", "retries": retries, "retry_delay": dt.timedelta(minutes=1)},
+        default_args={"owner": "duckling", "retries": retries, "retry_delay": dt.timedelta(minutes=1), **callback_args()},
         tags=["duckling", "housekeeping"],
         params=params,
     )
 
 
 def build_discovery_dag() -> DAG:
-    """Every 15 minutes: discover the start dates of teams that have none yet, and remember them."""
+    """Every 15 minutes: discover the start dates of teams that have none yet, re-check known ones every
+    ``[duckling] rediscovery_days``, remember them, and run the days an earlier start uncovered."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
     with housekeeping_dag(
         DISCOVERY_DAG_ID, "*/15 * * * *",
-        "Finds where each new duckling's events history starts in ClickHouse, and its persons start day",
+        "Finds where each new duckling's events history starts in ClickHouse (re-checked every rediscovery_days), "
+        "its persons start day, and back-fills days older than a known start",
     ) as dag:
 
         @task(task_id="discover")
         def discover() -> dict[str, dict[str, str]]:
-            from airflow_provider_duckling.discovery import discover_start_dates
+            from airflow_provider_duckling.discovery import run_discovery
             from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-            from airflow_provider_duckling.state import load_dag_inputs, remember_start_dates
+            from airflow_provider_duckling.state import load_dag_inputs
 
             current = load_dag_inputs()
             if current.problems:
                 raise RuntimeError("; ".join(current.problems))
-            found: dict[str, dict[int, dt.date]] = {}
-            floor = settings.start_date_floor()
-            for table in TABLES:
-                known = current.start_dates.get(table, {})
-                pending = sorted(t for t, d in current.ducklings.items() if d.start_date is None and t not in known)
-                if pending and table == "persons":
-                    # Persons history is one full export, which the first run writes: the DAG starts at the
-                    # last closed day when the duckling is first seen, and tops up from there.
-                    joined = max(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), floor)
-                    found[table] = dict.fromkeys(pending, joined)
-                elif pending:
-                    found.update(discover_start_dates(ClickHouseHook(), pending, floor, (table,)))
-            merged = remember_start_dates(found) if found else current.start_dates
-            return {table: {str(t): d.isoformat() for t, d in days.items()} for table, days in merged.items()}
+            state = run_discovery(current.ducklings, ClickHouseHook, now=dt.datetime.now(dt.UTC),
+                                  floor=settings.start_date_floor(), rediscovery_days=settings.rediscovery_days())
+            return {table: {str(t): d.isoformat() for t, d in days.items()} for table, days in state.start_dates.items()}
 
-        discover()
+        @task(task_id="find_rediscovered_days")
+        def find_rediscovered_days() -> list[dict[str, Any]]:
+            from airflow_provider_duckling.discovery import backfill_triggers
+
+            return backfill_triggers(load_dag_inputs().ducklings)
+
+        found = find_rediscovered_days()
+        discover() >> found
+        TriggerDagRunOperator.partial(task_id="backfill", skip_when_already_exists=True).expand_kwargs(found)
     return dag
 
 
@@ -251,6 +265,8 @@ def failed_partitions(ducklings: dict[int, Duckling], days: list[dt.date]) -> li
         return any(state in ("failed", "upstream_failed") for tasks in states.values() for state in tasks.values())
 
     for duckling in ducklings.values():
+        if duckling.paused:  # paused in the registry: nothing is re-run automatically
+            continue
         for table in TABLES:
             dag_id = dag_id_for(table, duckling.team_id)
             # Scheduled, backfill and top-up runs have midnight logical dates; other manual runs (including
@@ -300,13 +316,16 @@ def missing_topups(inputs: DagInputs, days: list[dt.date]) -> list[dict[str, Any
     date D 00:00 (the timetable gives it the data interval [D, D + 1), see
     :mod:`~airflow_provider_duckling.timetables`), conf ``partition_key``, fixed run id ``topup__{key}``.
     When catch-up reaches D, the scheduler skips it (a run with that logical date exists) and goes on.
-    Paused DAGs, DAGs without a start date and days before a DAG's start are left alone; a day the
-    scheduler has already passed or is about to create (its ``next_dagrun``) is not asked about.
+    Teams paused in the registry, paused DAGs, DAGs without a start date and days before a DAG's start are
+    left alone; a day the scheduler has already passed or is about to create (its ``next_dagrun``) is not
+    asked about.
     """
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     topups = []
     for duckling in sorted(inputs.ducklings.values(), key=lambda d: d.team_id):
+        if duckling.paused:  # paused in the registry: no top-up either
+            continue
         for table in TABLES:
             start = start_for(duckling, table, inputs)
             wanted = [d for d in days if start is not None and d >= start]
@@ -451,7 +470,7 @@ def build_dags(registry_path: str | Path | None = None, *, dag_file: str | Path 
         RETRY_DAG_ID: build_retry_dag,
         TOPUP_DAG_ID: build_topup_dag,
         HEALTH_DAG_ID: lambda: build_health_dag(inputs.problems),
-        MAINTENANCE_DAG_ID: lambda: build_maintenance_dag(sorted(inputs.ducklings)),
+        MAINTENANCE_DAG_ID: lambda: build_maintenance_dag(sorted(t for t, d in inputs.ducklings.items() if not d.paused)),
     } if shard == 0 else {}
     for name, builder in housekeeping.items():
         if not wanted or wanted == name:

@@ -27,16 +27,23 @@ def main(argv: list[str] | None = None) -> int:
     (home / "airflow").mkdir(parents=True)
 
     from airflow_provider_duckling.airflow_env import (
+        DAGS_FOLDER,
         airflow_environment,
         connection_env,
         load_dags,
         migrate_db,
         run_day,
     )
+    from airflow_provider_duckling.dag_files import write_dag_files
 
     registry = home / "ducklings.yaml"
-    env = airflow_environment(home / "airflow", registry)
+    # A checkout runs the repository's dags/; an installed package (no checkout) writes the same files into home.
+    in_checkout = (DAGS_FOLDER / "duckling_backfill.py").is_file()
+    env = airflow_environment(home / "airflow", registry, DAGS_FOLDER if in_checkout else write_dag_files(home / "dags"))
     env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"  # the demo prints its own progress; task logs stay in Airflow
+    # The sample data is seeded at once, so nothing arrives late: with the default 120 minutes, yesterday's run
+    # would wait for late events until 02:00 UTC.
+    env["AIRFLOW__DUCKLING__SETTLE_MINUTES"] = "0"
     env.update([
         connection_env("clickhouse_default", "clickhouse", schema="posthog", extra={"chdb_path": str(home / "chdb")}),
         connection_env("ducklake_default", "ducklake", extra={"local_root": str(home / "lakes")}),

@@ -41,6 +41,12 @@ class RegistrationError(DucklingError):
     """Registering exported files into the lake was refused (e.g. a file registered before)."""
 
 
+class QueryTimeoutError(DucklingError):
+    """ClickHouse ran out of time for a statement (``TIMEOUT_EXCEEDED``, or no answer within the client's
+    read timeout while the statement was still running). Not retried: the same statement would run as long
+    again; the message says which limit to raise."""
+
+
 QUOTE_LIMIT = 40
 """At most this many characters of an offending value appear in a message (then ``…``)."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -73,18 +73,38 @@ def _same_value(given: Any, forced: Any) -> bool:
     return isinstance(given, int | float) and given == forced
 
 
+#: What the provider sets on every statement itself (:mod:`~airflow_provider_duckling.workload`): a run
+#: cannot replace it, or ``system.query_log`` would no longer attribute the statement.
+PROVIDER_SETTINGS = ("log_comment", "query_id")
+
+
+def resource_limits() -> dict[str, Any]:
+    """``[duckling] export_max_threads`` / ``export_max_memory_usage`` as ClickHouse settings (unset: none)."""
+    from airflow_provider_duckling.settings import export_max_memory_usage, export_max_threads
+
+    limits = {"max_threads": export_max_threads(), "max_memory_usage": export_max_memory_usage()}
+    return {name: value for name, value in limits.items() if value is not None}
+
+
 def merged_settings(user: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults, then the user's settings, then :data:`ROW_SETTINGS` (last, so they win); each name and value
-    validated, and a user value that would change which rows are exported refused."""
+    """Defaults, then ``[duckling]``'s resource limits, then the user's settings, then :data:`ROW_SETTINGS`
+    (last, so they win); each name and value validated, and a user value that would change which rows are
+    exported, or replace the provider's ``log_comment``, refused."""
     if user is not None and not isinstance(user, dict):
         raise ConfigurationError(f"clickhouse_settings must be a mapping of setting → value, got {type(user).__name__}")
+    for name in PROVIDER_SETTINGS:
+        if name in (user or {}):
+            raise ConfigurationError(
+                f"clickhouse_settings: {name} is set by the provider on every statement (team, table, day and run, "
+                "for system.query_log and KILL QUERY); leave it out"
+            )
     for name, value in (user or {}).items():
         if name in ROW_SETTINGS and not _same_value(value, ROW_SETTINGS[name]):
             raise ConfigurationError(
                 f"clickhouse_settings: {name} = {quoted(value)} would change which rows are exported; "
                 f"only {ROW_SETTINGS[name]!r} is allowed"
             )
-    settings = {name: value for name, value in {**DEFAULT_CLICKHOUSE_SETTINGS, **(user or {})}.items()
+    settings = {name: value for name, value in {**DEFAULT_CLICKHOUSE_SETTINGS, **resource_limits(), **(user or {})}.items()
                 if name not in ROW_SETTINGS}
     settings.update(ROW_SETTINGS)
     for name, value in settings.items():
@@ -149,7 +169,8 @@ def count_partition_rows(
     own effective settings, so that the count and the file can be compared."""
     select = export_select(table, clickhouse.database, daily=isinstance(scope, Partition))
     sql = f"SELECT count() FROM (\n{select}\n)\n{settings_clause(merged_settings(settings))}"
-    return int(clickhouse.query_rows(sql, scope_parameters(scope))[0][0])
+    with clickhouse.step("count"):
+        return int(clickhouse.query_rows(sql, scope_parameters(scope))[0][0])
 
 
 def count_alongside(
@@ -159,14 +180,22 @@ def count_alongside(
     """The partition's row count, taken while ``preflight`` runs in this thread: ClickHouse answers the
     one while the catalog answers the other. A failing ``preflight`` is what is raised (the count is
     waited for, and nothing has been written either way). The connection is read before the count
-    starts, so that every Airflow call stays in this thread."""
+    starts, so that every Airflow call stays in this thread. When Airflow's execution timeout interrupts this
+    thread, the count is not waited for: ``on_kill`` kills it."""
     if preflight is None:
         return count_partition_rows(clickhouse, table, scope, settings)
     clickhouse.prepare()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckling-count") as pool:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckling-count")
+    try:
         counting = pool.submit(count_partition_rows, clickhouse, table, scope, settings)
-        preflight()
+        try:
+            preflight()
+        except Exception:  # Airflow's execution timeout is a BaseException: it leaves at once (on_kill kills the count)
+            wait([counting])  # a failing preflight is what is raised, once the count is done
+            raise
         return counting.result()
+    finally:
+        pool.shutdown(wait=False)
 
 
 def planned_files(rows: int, rows_per_file: int) -> int:
@@ -239,14 +268,16 @@ def export_partition(
         log.info("event=dry_run_export partition=%s table=%s object=%s rows=%d files=%d",
                  scope.key, table.name, storage.uri(key), expected, files)
         log.info("event=dry_run_export would run:\n%s\nwith parameters %s", sql, shown)
-        return ExportResult(scope.key, table.name, [storage.uri(key)], [key], 0, 0, dry_run=True)
+        return ExportResult(scope.key, table.name, [storage.uri(key)], [key], expected, 0, dry_run=True)
     log.info(
         "event=export_started partition=%s table=%s object=%s rows_expected=%d files_planned=%d clickhouse=%s",
         scope.key, table.name, storage.uri(key), expected, files, "chdb" if clickhouse.is_embedded else "http",
     )
     storage.prepare(key)
-    clickhouse.execute(sql, params)
-    written = _written_files(clickhouse, storage, pattern)
+    with clickhouse.step("export"):
+        clickhouse.execute(sql, params)
+    with clickhouse.step("read_back"):
+        written = _written_files(clickhouse, storage, pattern)
     if not written:
         raise ExportError(f"{scope.key}: the export of {table.name} reported success but no file was found")
     keys = [k for k, _, _ in written]

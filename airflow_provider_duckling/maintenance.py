@@ -5,12 +5,15 @@ Every deletion is of a file the catalog no longer references:
 
 * files DuckLake itself scheduled for deletion (replaced by a re-run or merged, then their last snapshot
   expired) are removed by ``ducklake_cleanup_old_files``;
-* orphans (exports never registered: a killed worker, an export-only run) are objects under the duckling's
+* orphans (exports never registered: a killed worker, a failed run) are objects under the duckling's
   ``backfill/`` prefix that the catalog does not know in any way (no data, delete or scheduled-deletion
   entry, not among the current snapshot's files), older than a safety window (a late ``register`` may
   still want a recent export).
 
-Nothing outside ``backfill/`` and DuckLake's own table folders is ever touched. A dry run attaches
+Export-only files (a run with ``skip_ducklake_registration``) are intentional, not orphans: the register
+task records each one with a marker object ``export_only/{its key}.json`` (see :func:`keep_export_only`),
+and maintenance never deletes a file that has a marker. They stay until someone deletes the file and its
+marker. Nothing outside ``backfill/`` and DuckLake's own table folders is ever touched. A dry run attaches
 read-only and reports what it would do. Memory is bounded by DuckDB's ``memory_limit`` on the maintenance
 connection and by merging at most ``max_merge_files`` files per run (the next run continues).
 """
@@ -33,6 +36,9 @@ from airflow_provider_duckling.tables import LAKE_SCHEMA, TABLES
 log = logging.getLogger(__name__)
 
 EXPORT_PREFIX = "backfill/"
+EXPORT_ONLY_PREFIX = "export_only/"
+"""Where the markers of export-only files live: ``export_only/`` + the file's key + ``.json``."""
+_MARKER_SUFFIX = ".json"
 
 
 @dataclass
@@ -48,7 +54,9 @@ class MaintenanceReport:
     deleted_old_files: int = 0
     deleted_orphans: int = 0
     recent_orphans_kept: int = 0
+    export_only_kept: int = 0
     orphan_paths: list[str] = field(default_factory=list)
+    skipped: str | None = None
 
     def to_xcom(self) -> dict[str, Any]:
         out = asdict(self)
@@ -82,19 +90,53 @@ def _known_export_paths(con: duckdb.DuckDBPyConnection, data_path: str) -> set[s
     return {path if "://" in path or path.startswith("/") else data_path + path for (path,) in rows}
 
 
+def export_only_files(storage: DucklingStorage) -> set[str]:
+    """The files (as :meth:`DucklingStorage.uri` names them) that an export-only run wrote on purpose."""
+    marker_root = storage.uri(EXPORT_ONLY_PREFIX)
+    return {storage.uri(uri[len(marker_root):-len(_MARKER_SUFFIX)])
+            for uri, _ in storage.list_objects(EXPORT_ONLY_PREFIX)
+            if uri.startswith(marker_root + EXPORT_PREFIX) and uri.endswith(_MARKER_SUFFIX)}
+
+
+def keep_export_only(storage: DucklingStorage, uris: list[str], facts: dict[str, Any]) -> list[str]:
+    """Mark export-only files as intentional: one small JSON marker per file (``facts``: partition, table,
+    run…), under ``export_only/``, which maintenance reads and never deletes. Returns the markers' keys."""
+    import json
+
+    keys = []
+    for uri in uris:
+        if not uri.startswith(storage.data_path + EXPORT_PREFIX):
+            raise ValueError(f"refusing to mark {uri!r}: not an export of this duckling")
+        key = EXPORT_ONLY_PREFIX + uri[len(storage.data_path):] + _MARKER_SUFFIX
+        body = json.dumps({**facts, "file": uri}, sort_keys=True).encode()
+        if storage.local_dir is not None:
+            path = storage.local_dir / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+        else:
+            storage._s3_client().put_object(Bucket=storage.bucket, Key=key, Body=body,
+                                            ContentType="application/json")
+        keys.append(key)
+    return keys
+
+
 def _orphans(con: duckdb.DuckDBPyConnection, storage: DucklingStorage, older_than: dt.datetime,
-             ) -> tuple[list[str], int]:
-    """(exports the catalog has never known, older than ``older_than``; how many newer ones were kept)."""
+             ) -> tuple[list[str], int, int]:
+    """(exports the catalog has never known, older than ``older_than``; how many newer ones were kept;
+    how many export-only files were kept)"""
     known = _known_export_paths(con, storage.data_path) | live_files(con)
-    old, recent = [], 0
+    intentional = export_only_files(storage)
+    old, recent, kept = [], 0, 0
     for uri, modified in storage.list_objects(EXPORT_PREFIX):
         if uri in known:
             continue
-        if modified < older_than:
+        if uri in intentional:
+            kept += 1
+        elif modified < older_than:
             old.append(uri)
         else:
             recent += 1
-    return old, recent
+    return old, recent, kept
 
 
 def maintain_lake(
@@ -138,7 +180,7 @@ def maintain_lake(
         f"CALL ducklake_cleanup_old_files({lake}, dry_run => {flag}, older_than => {duckdb_literal(dt.datetime.now(dt.UTC))})"
     ).fetchall()
     report.deleted_old_files = len(old_files)
-    orphans, report.recent_orphans_kept = _orphans(con, storage, orphans_before)
+    orphans, report.recent_orphans_kept, report.export_only_kept = _orphans(con, storage, orphans_before)
     report.orphan_paths = orphans
     if orphans and not dry_run:
         storage.delete(orphans)
@@ -146,9 +188,9 @@ def maintain_lake(
     report.files_after = report.files_before if dry_run else len(live_files(con))
     log.info(
         "event=maintenance team=%s dry_run=%s files_before=%d files_after=%d merged_files=%d expired_snapshots=%d "
-        "deleted_old_files=%d deleted_orphans=%d recent_orphans_kept=%d",
+        "deleted_old_files=%d deleted_orphans=%d recent_orphans_kept=%d export_only_kept=%d",
         team_id, dry_run, report.files_before, report.files_after, report.merged_files, report.expired_snapshots,
-        report.deleted_old_files, report.deleted_orphans, report.recent_orphans_kept,
+        report.deleted_old_files, report.deleted_orphans, report.recent_orphans_kept, report.export_only_kept,
     )
     return report
 
@@ -191,6 +233,9 @@ def run_maintenance(
     from airflow_provider_duckling.settings import maintenance_memory_limit
 
     duckling = get_duckling(team_id, registry_path)
+    if duckling.paused:
+        log.info("event=maintenance_skipped team=%s reason=paused_in_registry", team_id)
+        return MaintenanceReport(team_id=duckling.team_id, dry_run=dry_run, skipped="paused in the registry").to_xcom()
     hook = DuckLakeHook()
     storage = hook.storage(duckling)
     if not lake_initialised(hook, duckling, storage):

@@ -17,7 +17,8 @@ OPTION_DOCS: dict[str, tuple[Any, str]] = {
     "clickhouse_settings": ({}, "ClickHouse settings for the export query, merged over the defaults "
                                 "(e.g. {\"max_execution_time\": 7200}). Settings that would change which rows are "
                                 "exported (limit, offset, additional filters, an overflow mode other than throw, "
-                                "final) are refused."),
+                                "final) are refused. max_threads and max_memory_usage here override [duckling] "
+                                "export_max_threads / export_max_memory_usage; log_comment is the provider's."),
     "skip_ducklake_registration": (False, "Export to S3 only: write the Parquet file(s) but leave the duckling untouched."),
     "skip_schema_validation": (False, "Skip the pre-flight check that the lake table can accept the export's columns and types."),
     "cleanup_existing_partition_data": (True, "Delete the partition's existing rows in the same transaction that registers "

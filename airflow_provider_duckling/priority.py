@@ -21,6 +21,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.task.priority_strategy import PriorityWeightStrategy
 
 from airflow_provider_duckling.timetables import DailyCronDataIntervalTimetable
+from airflow_provider_duckling.trigger_errors import MIDDLEWARE as TRIGGER_ERRORS
 
 TOPUP_WEIGHT = 100
 HISTORY_WEIGHT = 1
@@ -58,8 +59,10 @@ class RecentDaysFirst(PriorityWeightStrategy):
 
 class DucklingPlugin(AirflowPlugin):
     """Registers :class:`RecentDaysFirst` and the team DAGs' timetable with Airflow (scheduler,
-    dag-processor, api-server)."""
+    dag-processor, api-server), and in the api-server the one-line trigger refusals
+    (:mod:`~airflow_provider_duckling.trigger_errors`)."""
 
     name = "duckling"
     priority_weight_strategies = [RecentDaysFirst]
     timetables = [DailyCronDataIntervalTimetable]
+    fastapi_root_middlewares = [TRIGGER_ERRORS]

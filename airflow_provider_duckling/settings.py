@@ -113,6 +113,39 @@ def role_session_seconds() -> int:
     return _int("role_session_seconds", 3600, 900, 43200)
 
 
+EXPORT_IDENTITIES = ("assumed_role", "clickhouse")
+
+
+def export_identity() -> str:
+    """``[duckling] export_identity``: how ClickHouse authenticates its writes to a duckling's bucket
+    (a registry entry's ``export_identity`` overrides it).
+
+    ``assumed_role`` (default): the worker assumes the duckling's role and hands ClickHouse the session's
+    credentials as bound parameters in the request body. ``clickhouse``: ClickHouse writes with its own
+    identity (its environment, instance profile or IRSA role, or the named collection of
+    ``clickhouse_s3_collection``), which each duckling's bucket policy grants; no credential crosses from the
+    worker. The worker assumes the duckling's role for registration either way.
+    """
+    value = _get("export_identity", "assumed_role") or "assumed_role"
+    if value not in EXPORT_IDENTITIES:
+        raise ConfigurationError(f"[duckling] export_identity must be {' or '.join(EXPORT_IDENTITIES)}, got {quoted(value)}")
+    return value
+
+
+def clickhouse_s3_collection() -> str | None:
+    """``[duckling] clickhouse_s3_collection``: with ``export_identity = clickhouse``, a ClickHouse named
+    collection holding ClickHouse's own S3 credentials (``s3(collection, url=…)``); unset, ClickHouse uses its
+    server configuration (environment, instance profile, ``<s3>`` endpoint settings)."""
+    value = _get("clickhouse_s3_collection", "") or ""
+    if not value:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value, flags=re.ASCII):
+        raise ConfigurationError(
+            f"[duckling] clickhouse_s3_collection must be a named collection's name (letters, digits, _), got {quoted(value)}"
+        )
+    return value
+
+
 def rows_per_file() -> int:
     """``[duckling] rows_per_file``: target rows of one exported Parquet file (default 5,000,000).
 
@@ -161,4 +194,83 @@ def maintenance_memory_limit() -> str:
     value = _get("maintenance_memory_limit", "2GB") or "2GB"
     if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,3})? ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, flags=re.IGNORECASE | re.ASCII):
         raise ConfigurationError(f"[duckling] maintenance_memory_limit must look like 2GB or 512MB, got {quoted(value)}")
+    return value
+
+
+def freshness_max_lag_days() -> int:
+    """``[duckling] freshness_max_lag_days``: the freshness check fails when a team's table is more than this
+    many days behind the last closed day (default 2)."""
+    return _int("freshness_max_lag_days", 2, 0, 3650)
+
+
+def reconcile_days() -> int:
+    """``[duckling] reconcile_days``: the reconciliation compares this many of each team's last closed days,
+    ClickHouse against the lake (default 3)."""
+    return _int("reconcile_days", 3, 1, 366)
+
+
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+", re.ASCII)
+
+
+def failure_notifier_path() -> str | None:
+    """``[duckling] failure_notifier``: dotted path of an Airflow notifier class (a ``BaseNotifier``
+    subclass) set as the failure callback of the project's tasks; empty (the default) for none."""
+    value = (_get("failure_notifier", "") or "").strip()
+    if not value:
+        return None
+    if not _DOTTED.fullmatch(value) or len(value) > 300:
+        raise ConfigurationError(f"[duckling] failure_notifier must be a dotted path like package.module.Class, got {quoted(value)}")
+    return value
+
+
+def failure_notifier_kwargs() -> dict[str, object]:
+    """``[duckling] failure_notifier_kwargs``: the notifier's keyword arguments, one JSON object (default ``{}``)."""
+    import json
+
+    raw = (_get("failure_notifier_kwargs", "") or "").strip() or "{}"
+    try:
+        value = json.loads(raw) if len(raw) <= 65536 else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"[duckling] failure_notifier_kwargs must be one JSON object, got {quoted(raw)}")
+    return value
+
+
+def rediscovery_days() -> int:
+    """``[duckling] rediscovery_days``: every this many days, discovery re-checks where each known team's
+    events history starts, so that older data loaded later is back-filled (default 7; 0 turns it off)."""
+    return _int("rediscovery_days", 7, 0, 3650)
+
+
+_SIZE = re.compile(r"([0-9]{1,15})(?: ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB))?", re.ASCII | re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def export_max_threads() -> int | None:
+    """``[duckling] export_max_threads``: ClickHouse's ``max_threads`` for every export statement (default
+    empty: the server's own). A run's ``clickhouse_settings`` overrides it."""
+    raw = (_get("export_max_threads", "") or "").strip()
+    if not raw:
+        return None
+    value = _whole_number("export_max_threads", raw, "a whole number of threads")
+    if not 1 <= value <= 1024:
+        raise ConfigurationError("[duckling] export_max_threads must be between 1 and 1024")
+    return value
+
+
+def export_max_memory_usage() -> int | None:
+    """``[duckling] export_max_memory_usage``: ClickHouse's ``max_memory_usage`` (bytes) for every export
+    statement, as bytes or with a unit (``8GiB``, ``500MB``); default empty: the server's own. A run's
+    ``clickhouse_settings`` overrides it."""
+    raw = (_get("export_max_memory_usage", "") or "").strip()
+    if not raw:
+        return None
+    match = _SIZE.fullmatch(raw)
+    if not match:
+        raise ConfigurationError(f"[duckling] export_max_memory_usage must be bytes or a size like 8GiB, got {quoted(raw)}")
+    value = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+    if not 1 << 20 <= value <= 1 << 50:
+        raise ConfigurationError("[duckling] export_max_memory_usage must be between 1MiB and 1PiB")
     return value

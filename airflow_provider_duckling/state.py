@@ -2,7 +2,9 @@
 files only, with the last good copy kept so that a broken registry never makes DAGs disappear.
 
 Start dates are discovered by a task (``duckling_discover_start_dates``), never at parse time, and
-remembered in a small JSON file beside the registry (``[duckling] state_path``).
+remembered in a small JSON file beside the registry (``[duckling] state_path``), with when each was last
+checked and the days that a later, earlier start still has to back-fill (see
+:mod:`~airflow_provider_duckling.discovery`).
 """
 
 from __future__ import annotations
@@ -117,13 +119,87 @@ def load_start_dates(path: Path | None = None) -> StartDates:
 def remember_start_dates(found: StartDates, path: Path | None = None) -> StartDates:
     """Merge newly discovered dates into the state file (earlier dates win) and return the result."""
     path = path or settings.state_path()
-    merged = load_start_dates(path) if path.exists() else {}
+    state = load_discovery_state(path)
     for table, days in found.items():
         for team, day in days.items():
-            current = merged.setdefault(table, {}).get(team)
-            merged[table][team] = min(day, current) if current else day
-    _atomic_write(path, json.dumps({"start_dates": _encode(merged)}, indent=1))
-    return merged
+            current = state.start_dates.setdefault(table, {}).get(team)
+            state.start_dates[table][team] = min(day, current) if current else day
+    save_discovery_state(state, path)
+    return state.start_dates
+
+
+BackfillRanges = dict[str, dict[int, tuple[dt.date, dt.date]]]
+"""table → team → ``(first, end)``: the days ``first`` ≤ D < ``end`` that rediscovery found before a
+team's previous start and that still need runs of their own (catch-up never goes back)."""
+
+
+@dataclass
+class DiscoveryState:
+    """Everything discovery remembers: the start dates (all the DAG file reads), when each team's start was
+    last checked in ClickHouse, and the rediscovered days still to back-fill."""
+
+    start_dates: StartDates = field(default_factory=dict)
+    checked: StartDates = field(default_factory=dict)
+    backfill: BackfillRanges = field(default_factory=dict)
+
+    def add_backfill(self, table: str, team: int, first: dt.date, end: dt.date) -> tuple[dt.date, dt.date]:
+        """Add the days ``[first, end)`` to the team's pending range (one range: the span of both)."""
+        current = self.backfill.setdefault(table, {}).get(team)
+        merged = (min(first, current[0]), max(end, current[1])) if current else (first, end)
+        self.backfill[table][team] = merged
+        return merged
+
+
+def _decode_ranges(raw: Any, source: str) -> BackfillRanges:
+    """Decode ``{table: {team: [first, end]}}``, validated like the start dates (each half is one)."""
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{source}: backfill: expected a mapping of table → team → [first, end]")
+    firsts: dict[str, dict[str, Any]] = {}
+    ends: dict[str, dict[str, Any]] = {}
+    for table, teams in raw.items():
+        if not isinstance(teams, dict):
+            raise RegistryError(f"{source}: backfill: {quoted(table)}: expected a mapping of team → [first, end]")
+        for team, pair in teams.items():
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise RegistryError(f"{source}: backfill: {quoted(table)}: team {quoted(team)}: expected [first, end]")
+            firsts.setdefault(table, {})[team], ends.setdefault(table, {})[team] = pair
+    first_days, end_days = _decode(firsts, f"{source}: backfill"), _decode(ends, f"{source}: backfill")
+    return {table: {team: (first, end_days[table][team]) for team, first in teams.items()
+                    if first < end_days[table][team]}
+            for table, teams in first_days.items()}
+
+
+def load_discovery_state(path: Path | None = None) -> DiscoveryState:
+    """The whole state file (missing: nothing discovered yet); invalid content is one clear error."""
+    path = path or settings.state_path()
+    text = read_limited_text(path, "remembered start dates", limit=MAX_STATE_BYTES)
+    if text is None:
+        return DiscoveryState()
+    try:
+        raw = _strict_json(text)
+    except ValueError as exc:
+        problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise RegistryError(f"cannot read remembered start dates {path.name}: {problem[:80]}") from None
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{path.name}: expected a JSON object")
+    return DiscoveryState(
+        _decode(raw.get("start_dates", {}), path.name),
+        _decode(raw.get("checked", {}), f"{path.name}: checked"),
+        _decode_ranges(raw.get("backfill", {}), path.name),
+    )
+
+
+def save_discovery_state(state: DiscoveryState, path: Path | None = None) -> None:
+    """Write the state file atomically (a reader sees the old or the new file, never half of one)."""
+    path = path or settings.state_path()
+    document: dict[str, Any] = {"start_dates": _encode(state.start_dates)}
+    if any(state.checked.values()):
+        document["checked"] = _encode(state.checked)
+    ranges = {table: {str(t): [a.isoformat(), b.isoformat()] for t, (a, b) in sorted(teams.items())}
+              for table, teams in sorted(state.backfill.items()) if teams}
+    if ranges:
+        document["backfill"] = ranges
+    _atomic_write(path, json.dumps(document, indent=1))
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Where a duckling's files live, seen by each engine.
 
 The same object key is an ``s3://bucket/key`` URI for DuckDB, an HTTP(S) URL for ClickHouse's ``s3()``
-table function, or (embedded mode) a path under a local directory for both. Credentials and URLs are
-handed to ClickHouse as bound query parameters, never pasted into SQL text.
+table function, or (embedded mode) a path under a local directory for both. URLs, and the assumed role's
+credentials when ClickHouse writes with them, are handed to ClickHouse as bound query parameters (sent in the
+request body), never pasted into SQL text. When ClickHouse writes with its own identity, no credential is
+handed over at all.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_duckling.credentials import S3Credentials
+from airflow_provider_duckling.quoting import clickhouse_ident
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ class DucklingStorage:
     credentials: S3Credentials | None = None
     endpoint_url: str | None = None
     local_dir: Path | None = None
+    clickhouse_identity: bool = False
+    """ClickHouse reaches the bucket with its own identity: ``s3()`` gets no credential from us."""
+    clickhouse_collection: str | None = None
+    """With :attr:`clickhouse_identity`, the named collection holding ClickHouse's own S3 credentials."""
 
     @property
     def is_local(self) -> bool:
@@ -57,6 +64,10 @@ class DucklingStorage:
         if self.local_dir is not None:
             return "file({dest_path:String}, 'Parquet')", {"dest_path": str(self.local_dir / key)}
         params: dict[str, Any] = {"dest_url": self.http_url(key)}
+        if self.clickhouse_identity:
+            if self.clickhouse_collection:
+                return f"s3({clickhouse_ident(self.clickhouse_collection)}, url = {{dest_url:String}}, format = 'Parquet')", params
+            return "s3({dest_url:String}, 'Parquet')", params
         if self.credentials is None:
             raise ValueError(f"no credentials for s3://{self.bucket}: assume the duckling's role first")
         params.update(dest_key_id=self.credentials.key_id, dest_secret=self.credentials.secret)

@@ -12,18 +12,54 @@ without a logical date (the DAG's day template then falls back to the day before
 
 This is what lets a top-up (``duckling_topup_recent_days``) or a person in the trigger form run day D
 ahead of the catch-up: the run takes D's place, and catch-up skips D and goes on with D + 1.
+
+``paused=True`` (a team paused in the registry) schedules nothing, while manual runs keep the same data
+intervals; it is serialized only when set, so an unpaused DAG serializes exactly as before. When the pause
+ends, catch-up resumes from the last scheduled run and back-fills the days the pause skipped.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from airflow.timetables.base import DataInterval
+from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 
 class DailyCronDataIntervalTimetable(CronDataIntervalTimetable):
-    """``CronDataIntervalTimetable`` where a manual run at a schedule boundary covers the interval it starts."""
+    """``CronDataIntervalTimetable`` where a manual run at a schedule boundary covers the interval it starts.
+
+    :param paused: schedule nothing (manual runs still get their day's interval).
+    """
+
+    def __init__(self, cron: str, timezone: Any, *, paused: bool = False) -> None:
+        super().__init__(cron, timezone)
+        self.paused = paused
+
+    @property
+    def summary(self) -> str:
+        return f"{super().summary} (paused in the registry)" if self.paused else super().summary
+
+    def next_dagrun_info(
+        self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction,
+    ) -> DagRunInfo | None:
+        """Nothing while paused; else Airflow's schedule."""
+        if self.paused:
+            return None
+        return super().next_dagrun_info(last_automated_data_interval=last_automated_data_interval,
+                                        restriction=restriction)
+
+    def serialize(self) -> dict[str, Any]:
+        out = super().serialize()
+        if self.paused:
+            out["paused"] = True
+        return out
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> DailyCronDataIntervalTimetable:
+        timetable = super().deserialize(data)  # cls(expression, timezone): an instance of this class
+        timetable.paused = data.get("paused") is True  # type: ignore[attr-defined]
+        return timetable  # type: ignore[return-value]
 
     def infer_manual_data_interval(self, *, run_after: Any) -> DataInterval:
         """[run_after, next boundary) when ``run_after`` is on a boundary, else Airflow's default."""

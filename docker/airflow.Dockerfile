@@ -17,6 +17,8 @@ USER airflow
 COPY --chown=airflow:0 setup.cfg pyproject.toml README.md /opt/duckling/src/
 COPY --chown=airflow:0 airflow_provider_duckling /opt/duckling/src/airflow_provider_duckling
 
+# pip builds a wheel from /opt/duckling/src (PEP 517, in an isolated environment with pyproject.toml's pinned
+# setuptools: the same build, from the same files, as tests/test_wheel_install.py) and installs it non-editably.
 # Keep Airflow at the image's own version (the package pins the same release); then check that what the
 # stack's one-shot services and workers need is importable, so a broken install fails the build, not a task.
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/duckling/src \

@@ -13,7 +13,7 @@ from airflow_provider_duckling.dag_factory import MAINTENANCE_DAG_ID
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.maintenance import live_files, run_maintenance
 from airflow_provider_duckling.report import lake_day_counts
-from tests.support.runs import run, snapshot_id
+from tests.support.runs import run, snapshot_id, unregistered_export
 from tests.support.stack import DAYS
 
 TEAM = 3
@@ -42,11 +42,11 @@ def test_maintenance_merges_expires_and_deletes_only_unreferenced_files(stack, d
     for day in DAYS:
         assert run(TEAM, day).state == "success"
     assert run(TEAM, DAYS[0]).state == "success"  # a re-run: the first file of the day is replaced
-    assert run(TEAM, DAYS[1], skip_ducklake_registration=True).state == "success"  # an old orphan
+    assert unregistered_export(TEAM, DAYS[1]).state == "success"  # an old orphan
     time.sleep(1.5)  # S3 keeps whole seconds
     window_ends = dt.datetime.now(dt.UTC)
     time.sleep(1.5)
-    assert run(TEAM, DAYS[2], skip_ducklake_registration=True).state == "success"  # a recent orphan
+    assert unregistered_export(TEAM, DAYS[2]).state == "success"  # a recent orphan
     expected = {day: stack.counts[(TEAM, day)] for day in DAYS}
     assert lake_day_counts(duckling, "events") == expected
     live_before, objects_before, snapshots_before = _live(duckling), _all_objects(stack, duckling), _snapshots(duckling)

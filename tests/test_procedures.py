@@ -9,7 +9,7 @@ import sys
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.report import lake_day_counts
 from airflow_provider_duckling.sample_data import clickhouse_day_counts
-from tests.support.runs import run, team_dag
+from tests.support.runs import run, team_dag, unregistered_export
 from tests.support.stack import DAYS
 
 
@@ -64,7 +64,7 @@ def test_orphaned_files_are_left_alone_and_never_registered(stack):
     """Procedure "Orphaned files in S3": a failed run's file stays, is never referenced, and the next
     run registers its own new file."""
     duckling = stack.new_duckling(1, "orphan")
-    assert run(1, DAYS[0], skip_ducklake_registration=True).state == "success"  # an export whose register never ran
+    assert unregistered_export(1, DAYS[0]).state == "success"  # an export whose register never ran
     (orphan,) = stack.keys(duckling.bucket)
     assert run(1, DAYS[0]).state == "success"
     keys = stack.keys(duckling.bucket)

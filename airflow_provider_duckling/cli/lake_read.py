@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 
@@ -24,6 +25,24 @@ from airflow_provider_duckling.tables import PERSONS, PERSONS_CURRENT_VIEW, get_
 
 # DuckLake's answer when a read-only attach finds an empty catalog database: reachable, never used.
 NEW_CATALOG = "creating a new DuckLake is explicitly disabled"
+# DuckDB's answer when a read-only attach names an embedded catalog file that does not exist yet.
+_NO_EMBEDDED_FILE = "in read-only mode: database does not exist"
+
+
+def never_used(exc: BaseException) -> bool:
+    """The attach failed only because the catalog was never initialised (PostgreSQL or embedded): the first
+    run creates it, so readers see an empty lake and ``catalog validate`` calls it fine."""
+    text = str(exc)
+    return NEW_CATALOG in text or _NO_EMBEDDED_FILE in text
+
+
+def embedded_catalog_missing(duckling: Duckling, hook: DuckLakeHook | None = None) -> Path | None:
+    """For an embedded lake (``local_root``) whose catalog file does not exist yet, that file's path."""
+    settings = (hook or DuckLakeHook()).settings(duckling)
+    if settings.local_root is None:
+        return None
+    path = settings.local_root / f"{duckling.db_name}.ducklake"
+    return None if path.exists() else path
 
 
 @dataclass(frozen=True)
@@ -41,7 +60,7 @@ def attached(duckling: Duckling) -> Iterator[duckdb.DuckDBPyConnection | None]:
         try:
             con = stack.enter_context(DuckLakeHook().attach(duckling, read_only=True))
         except LakeUnavailableError as exc:
-            if NEW_CATALOG not in str(exc):
+            if not never_used(exc):
                 raise
             con = None
         yield con

@@ -11,6 +11,7 @@ Exit codes: 0 fine · 1 a check found problems, a run failed, or something could
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import math
@@ -59,6 +60,11 @@ def _registry_option(parser: argparse.ArgumentParser) -> None:
                         help="registry file (default: [duckling] registry_path, else ducklings.yaml in the DAGs folder)")
 
 
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document instead of tables (secrets masked, as in the tables)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; handlers are ``module:function`` names resolved at dispatch."""
     parser = argparse.ArgumentParser(prog="duckling", description="Operate the ducklings: per-customer DuckLake lakes "
@@ -74,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exports at once across all teams (default: [duckling] export_pool_slots, 8)")
     setup.set_defaults(handler="setup:run")
 
-    catalog = commands.add_parser("catalog", help="the duckling registry: add, list, validate", epilog=_EPILOG)
+    catalog = commands.add_parser("catalog", help="the duckling registry: add, list, validate, pause, resume",
+                                  epilog=_EPILOG)
     catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="ACTION")
     catalog.set_defaults(handler=None, parser=catalog)
 
@@ -93,12 +100,27 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--external-id", required=True, help="the role's external id ('-' reads it from stdin)")
     add.add_argument("--start-date", metavar="YYYY-MM-DD", help="first day to back-fill (default: discovered)")
     add.add_argument("--catalog-conn-id", help="ducklake connection with the catalog's login (default: ducklake_default)")
+    add.add_argument("--export-identity", choices=("assumed_role", "clickhouse"),
+                     help="how ClickHouse writes to the bucket: with the assumed role's credentials, or its own "
+                          "identity (default: [duckling] export_identity)")
     _registry_option(add)
     add.set_defaults(handler="catalog:add")
 
     listing = catalog_commands.add_parser("list", help="show the registry (external ids masked)")
     _registry_option(listing)
+    _json_option(listing)
     listing.set_defaults(handler="catalog:list_entries")
+
+    for action, verb, effect in (("pause", "pause", "true: its DAGs stay visible and schedule nothing"),
+                                 ("resume", "resume", "false: its DAGs schedule again")):
+        toggle = catalog_commands.add_parser(
+            action, help=f"{verb} one duckling (sets paused in the registry)", epilog=_EPILOG,
+            description=f"Sets the entry's paused field to {effect}, from the DAG file's next parse. The registry "
+                        "is rewritten atomically under the same lock as catalog add; an unknown team exits 2 and "
+                        "writes nothing.")
+        toggle.add_argument("team", metavar="TEAM")
+        _registry_option(toggle)
+        toggle.set_defaults(handler=f"catalog:{action}")
 
     validate = catalog_commands.add_parser(
         "validate", help="check that every piece of each duckling can be reached", epilog=_EPILOG,
@@ -107,14 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("teams", nargs="*", metavar="TEAM", help="only these teams (default: all)")
     validate.add_argument("--parallel", type=_whole(1, 64), default=4, help="ducklings checked at once (default 4)")
     _registry_option(validate)
+    _json_option(validate)
     validate.set_defaults(handler="validate:run")
 
     status = commands.add_parser(
-        "status", help="per team and table: expected, registered, failed, running days; coverage", epilog=_EPILOG)
-    status.add_argument("team", nargs="?", metavar="TEAM", help="one team (default: all)")
-    status.add_argument("--no-lake", dest="lake", action="store_false",
-                        help="do not attach the lakes: runs only (registered days are then not shown)")
+        "status", help="all teams worst lag first, or per team and table: latest day, lag, failed days, rows, bytes",
+        epilog=_EPILOG,
+        description="Without TEAM: one line per team, worst lag first, under totals (teams, behind, failing), from "
+                    "Airflow's metadata DB alone (one query for run states, one for registrations). With TEAMs: "
+                    "per table expected, registered, failed and running days, latest day, lag, rows, bytes, coverage.")
+    status.add_argument("teams", nargs="*", metavar="TEAM", help="these teams in detail (default: a summary of all)")
+    status.add_argument("--lake", dest="lake", action=argparse.BooleanOptionalAction, default=None,
+                        help="attach the lakes (read-only) for their registered days (default: with TEAMs only)")
+    status.add_argument("--parallel", type=_whole(1, 64), default=4, help="lakes read at once (default 4)")
+    status.add_argument("--behind", action="store_true", help="only teams that lag, have failed days or wait for discovery")
+    status.add_argument("--limit", type=_whole(0, 10_000_000), default=0, metavar="N",
+                        help="show at most N teams (the worst); 0: all (default)")
     _registry_option(status)
+    _json_option(status)
     status.set_defaults(handler="status:run")
 
     verify = commands.add_parser(
@@ -126,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--to", metavar="DAY", help="last day (default: yesterday, UTC)")
     verify.add_argument("--table", choices=("events", "persons"), default="events")
     _registry_option(verify)
+    _json_option(verify)
     verify.set_defaults(handler="verify:run")
 
     run = commands.add_parser(
@@ -148,7 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--wait", action="store_true", help="after triggering, follow the run until it ends")
     run.add_argument("--timeout", type=_seconds(0, 7 * 24 * 3600), default=0, metavar="SECONDS", help="with --wait: give up after this long")
     run.add_argument("--poll-interval", type=_seconds(0.01, 3600), default=5, metavar="SECONDS", help=argparse.SUPPRESS)
+    _json_option(run)
     run.set_defaults(handler="run:run")
+
+    discover = commands.add_parser(
+        "discover", help="find where teams' history starts in ClickHouse now, without a scheduler", epilog=_EPILOG,
+        description="What duckling_discover_start_dates does every 15 minutes, run here: for each team without a "
+                    "start date (or each TEAM given, again), the first day with events in ClickHouse, and for persons "
+                    "the last closed day; remembered in the state file the DAG file reads (earlier dates win). "
+                    "Teams with a start_date in the registry are left alone.")
+    discover.add_argument("teams", nargs="*", metavar="TEAM", help="only these teams, even if already discovered "
+                          "(default: every team not discovered yet)")
+    _registry_option(discover)
+    _json_option(discover)
+    discover.set_defaults(handler="discover:run")
     return parser
 
 
@@ -189,9 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not handler:
         getattr(args, "parser", parser).print_help(sys.stderr)
         return USAGE
-    out, err = make_console(), make_console(stderr=True)
+    err = make_console(stderr=True)
     module, function = handler.split(":")
-    with _quiet_logs(args.verbose):
+    # With --json, stdout carries the JSON document alone: anything else that would print there (a library's
+    # log line, dag.test()'s output) goes to stderr for the command's duration.
+    as_json = bool(getattr(args, "json", False))
+    out = make_console(file=sys.stdout) if as_json else make_console()
+    with _quiet_logs(args.verbose), contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         try:
             command = getattr(importlib.import_module(f"airflow_provider_duckling.cli.{module}"), function)
             guard_logging()  # no task's secrets masker runs here: mask what any library logs

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from airflow_provider_duckling.catalog import get_duckling
 from airflow_provider_duckling.cli.errors import OK, PROBLEMS, RunNotStarted, UsageError
-from airflow_provider_duckling.cli.render import progress, table
+from airflow_provider_duckling.cli.render import emit_json, progress, table
 from airflow_provider_duckling.errors import ConfigurationError
 from airflow_provider_duckling.export import merged_settings
 from airflow_provider_duckling.options import parse_clickhouse_settings
@@ -82,17 +82,26 @@ def run(args: argparse.Namespace, out: Console) -> int:
     conf = build_conf(args, partition)
     _confirm_delete(args, partition.team_id)
     dag_id = dag_id_for(args.table, partition.team_id)
+    as_json = bool(getattr(args, "json", False))
     if args.local:
-        return _local(dag_id, partition, conf, out)
-    run_id = _trigger(dag_id, partition, conf, out)
+        return _local(dag_id, partition, conf, out, as_json)
+    run_id, state, paused = _trigger(dag_id, partition, conf)
+    if as_json and not args.wait:
+        emit_json(out, {"dag_id": dag_id, "run_id": run_id, "state": state, "conf": conf, "dag_paused": paused})
+        return OK
+    if not as_json:
+        out.print(f"Triggered {dag_id}: run {run_id} ({state}), conf {json.dumps(conf, sort_keys=True)}")
+        if paused:
+            out.print(f"Note: {dag_id} is paused; the run waits until it is unpaused.")
     if not args.wait:
         out.print(f"Follow it in the UI (DAG {dag_id}) or with: duckling status {partition.team_id}")
         return OK
-    return _wait(dag_id, run_id, out, args.timeout, args.poll_interval)
+    return _wait(dag_id, run_id, out, args.timeout, args.poll_interval, as_json)
 
 
-def _trigger(dag_id: str, partition: Partition, conf: dict[str, Any], out: Console) -> str:
-    """Create a queued manual DAG run (what ``airflow dags trigger`` does); the scheduler picks it up."""
+def _trigger(dag_id: str, partition: Partition, conf: dict[str, Any]) -> tuple[str, str, bool]:
+    """Create a queued manual DAG run (what ``airflow dags trigger`` does); the scheduler picks it up.
+    Returns the run id, its state and whether the DAG is paused."""
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.exceptions import DagNotFound
     from airflow.models.dag import DagModel
@@ -116,13 +125,10 @@ def _trigger(dag_id: str, partition: Partition, conf: dict[str, Any], out: Conso
         model = session.get(DagModel, dag_id)
         paused = bool(model and model.is_paused)
     state = getattr(getattr(dag_run, "state", None), "value", "queued")
-    out.print(f"Triggered {dag_id}: run {run_id} ({state}), conf {json.dumps(conf, sort_keys=True)}")
-    if paused:
-        out.print(f"Note: {dag_id} is paused; the run waits until it is unpaused.")
-    return run_id
+    return run_id, str(state), paused
 
 
-def _wait(dag_id: str, run_id: str, out: Console, timeout: float, poll: float) -> int:
+def _wait(dag_id: str, run_id: str, out: Console, timeout: float, poll: float, as_json: bool = False) -> int:
     """Poll the run until it ends, showing its tasks; exit 1 on failure or when ``timeout`` seconds pass."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
@@ -143,14 +149,17 @@ def _wait(dag_id: str, run_id: str, out: Console, timeout: float, poll: float) -
             if state in ("success", "failed"):
                 break
             if timeout and time.monotonic() - started >= timeout:
+                if as_json:
+                    emit_json(out, {"dag_id": dag_id, "run_id": run_id, "state": state, "timed_out": True})
+                    return PROBLEMS
                 out.print(f"Run {run_id} is still {state} after {timeout:g} s (is a scheduler running?); it goes on "
                           "in Airflow.")
                 return PROBLEMS
             time.sleep(poll)
-    return report(dag_id, run_id, out)
+    return report(dag_id, run_id, out, as_json)
 
 
-def _local(dag_id: str, partition: Partition, conf: dict[str, Any], out: Console) -> int:
+def _local(dag_id: str, partition: Partition, conf: dict[str, Any], out: Console, as_json: bool = False) -> int:
     """``dag.test()`` the run in this process, after storing the DAGs as the dag-processor would."""
     from airflow.configuration import conf as airflow_conf
 
@@ -161,11 +170,12 @@ def _local(dag_id: str, partition: Partition, conf: dict[str, Any], out: Console
     if dag is None:
         errors = "; ".join(f"{path}: {str(err).strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
         raise RunNotStarted(scrub(f"DAG {dag_id} was not built from the DAGs folder" + (f" ({errors})" if errors else "")))
-    out.print(f"Running {dag_id} for {conf.get('partition_key')} in this process (dag.test) …")
+    if not as_json:
+        out.print(f"Running {dag_id} for {conf.get('partition_key')} in this process (dag.test) …")
     dag_run = dag.test(logical_date=local_logical_date(partition.day), run_conf=conf)
     if dag_run.data_interval_start is None or dag_run.data_interval_start.date() != partition.day:
         raise RunNotStarted(f"{dag_id}: the local run covers {dag_run.data_interval_start}, not {partition.day}")
-    return report(dag_id, dag_run.run_id, out)
+    return report(dag_id, dag_run.run_id, out, as_json)
 
 
 def local_logical_date(day: dt.date) -> dt.datetime:
@@ -180,8 +190,9 @@ def local_logical_date(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) + offset
 
 
-def report(dag_id: str, run_id: str, out: Console) -> int:
-    """One table with the run's outcome, from the metadata DB and the register (or export) task's XCom."""
+def report(dag_id: str, run_id: str, out: Console, as_json: bool = False) -> int:
+    """One table (or JSON document) with the run's outcome, from the metadata DB and the register (or export)
+    task's XCom. A dry run's rows and files are what it would write (the export counted them)."""
     from airflow.models.dagrun import DagRun
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -214,6 +225,16 @@ def report(dag_id: str, run_id: str, out: Console) -> int:
         registered.get("rows", exported.get("rows", "–")), _files(registered, exported),
         registered.get("deleted_rows", "–"), registered.get("snapshot_id", "–"),
     )]
+    if as_json:
+        partition, _, _, rows_, files, deleted, snapshot = rows[0]
+        dry = bool(exported.get("dry_run") or registered.get("dry_run"))
+        emit_json(out, {
+            "dag_id": dag_id, "run_id": run_id, "partition": partition, "state": state, "outcome": outcome,
+            "dry_run": dry, "rows": _number(rows_), "bytes": None if dry else _number(exported.get("bytes", "–")),
+            "files": _number(files),
+            "replaced_rows": _number(deleted), "snapshot_id": _number(snapshot), "failed_tasks": failed,
+        })
+        return OK if state == "success" else PROBLEMS
     out.print(table(f"{dag_id} · {run_id}", ("partition", "state", "outcome", "rows", "files", "replaced rows", "snapshot"),
                     rows, right=("rows", "files", "replaced rows", "snapshot")))
     if state == "success":
@@ -221,6 +242,10 @@ def report(dag_id: str, run_id: str, out: Console) -> int:
     if failed:
         out.print(f"Failed task(s): {', '.join(failed)}. Its log has one event=task_failed line with the reason.")
     return PROBLEMS
+
+
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _files(registered: dict[str, Any], exported: dict[str, Any]) -> int | str:

@@ -18,8 +18,8 @@ from rich.console import Console
 
 from airflow_provider_duckling.catalog import Duckling
 from airflow_provider_duckling.cli.errors import OK, PROBLEMS
-from airflow_provider_duckling.cli.lake_read import NEW_CATALOG
-from airflow_provider_duckling.cli.render import progress, status_text, table
+from airflow_provider_duckling.cli.lake_read import embedded_catalog_missing, never_used
+from airflow_provider_duckling.cli.render import emit_json, progress, status_text, table
 from airflow_provider_duckling.cli.selection import registry_file, select
 from airflow_provider_duckling.credentials import assume_duckling_role
 from airflow_provider_duckling.errors import LakeUnavailableError
@@ -136,12 +136,16 @@ def _check_bucket(duckling: Duckling, storage: DucklingStorage) -> Check:
 
 
 def _check_catalog(hook: DuckLakeHook, duckling: Duckling, storage: DucklingStorage) -> Check:
-    """Attach read-only (nothing is written, not even an owner mark) and count the snapshots."""
+    """Attach read-only (nothing is written, not even an owner mark) and count the snapshots; a catalog never
+    used yet (an empty PostgreSQL database, or no embedded catalog file) is fine: the first run creates it."""
+    missing = embedded_catalog_missing(duckling, hook)
+    if missing is not None:
+        return Check("catalog", True, f"not initialised yet (the first run creates {missing})")
     try:
         with hook.attach(duckling, storage, read_only=True) as con:
             (snapshots,) = con.execute("SELECT count(*) FROM lake.snapshots()").fetchone()
     except LakeUnavailableError as exc:
-        if NEW_CATALOG in str(exc):
+        if never_used(exc):
             return Check("catalog", True, "reachable, not initialised yet (the first run does it)")
         raise
     return Check("catalog", True, f"{snapshots} snapshot(s)")
@@ -151,7 +155,10 @@ def run(args: argparse.Namespace, out: Console) -> int:
     """Check the selected ducklings (all by default); exit 1 and one line per problem if anything is broken."""
     ducklings = select(args, args.teams)
     if not ducklings:
-        out.print(f"No ducklings in {registry_file(args)}.")
+        if args.json:
+            emit_json(out, {"clickhouse": None, "teams": [], "problems": []})
+        else:
+            out.print(f"No ducklings in {registry_file(args)}.")
         return OK
     clickhouse = check_clickhouse()
     results: dict[int, list[Check]] = {}
@@ -162,10 +169,6 @@ def run(args: argparse.Namespace, out: Console) -> int:
             results[team_id] = future.result()
             advance(note=f"team {team_id}")
 
-    out.print(f"ClickHouse: {'ok' if clickhouse.ok else 'PROBLEM'} ({clickhouse.detail})")
-    rows = [(d.team_id, *(status_text(c.ok, _cell(c)) for c in results[d.team_id])) for d in ducklings]
-    out.print(table(None, ("team", *PIECES), rows, right=("team",)))
-
     problems: list[str] = []
     if not clickhouse.ok:
         teams = [str(d.team_id) for d in ducklings]
@@ -173,6 +176,16 @@ def run(args: argparse.Namespace, out: Console) -> int:
         problems.append(f"{who}: clickhouse: {clickhouse.detail}")
     for d in ducklings:
         problems += [f"team {d.team_id}: {c.piece}: {c.detail}" for c in results[d.team_id] if c.ok is False]
+    if args.json:
+        emit_json(out, {
+            "clickhouse": _check_json(clickhouse),
+            "teams": [{"team_id": d.team_id, "checks": [_check_json(c) for c in results[d.team_id]]} for d in ducklings],
+            "problems": problems,
+        })
+        return PROBLEMS if problems else OK
+    out.print(f"ClickHouse: {'ok' if clickhouse.ok else 'PROBLEM'} ({clickhouse.detail})")
+    rows = [(d.team_id, *(status_text(c.ok, _cell(c)) for c in results[d.team_id])) for d in ducklings]
+    out.print(table(None, ("team", *PIECES), rows, right=("team",)))
     if problems:
         out.print(f"{len(problems)} problem(s):")
         for line in problems:
@@ -180,6 +193,11 @@ def run(args: argparse.Namespace, out: Console) -> int:
         return PROBLEMS
     out.print(f"All {len(ducklings)} duckling(s) reachable.")
     return OK
+
+
+def _check_json(check: Check) -> dict[str, object]:
+    """``ok``: true, false, or null when the piece could not be checked (or does not apply, embedded)."""
+    return {"piece": check.piece, "ok": check.ok, "detail": check.detail}
 
 
 def _cell(check: Check) -> str:

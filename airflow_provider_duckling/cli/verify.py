@@ -18,7 +18,7 @@ from rich.console import Console
 from airflow_provider_duckling.catalog import Duckling
 from airflow_provider_duckling.cli.errors import OK, PROBLEMS, UsageError
 from airflow_provider_duckling.cli.lake_read import Tally, current_persons_tally, day_tallies, registered_days
-from airflow_provider_duckling.cli.render import progress, table
+from airflow_provider_duckling.cli.render import emit_json, progress, table
 from airflow_provider_duckling.cli.selection import discovered_dates, select, start_for, yesterday
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.partitions import parse_day
@@ -26,18 +26,18 @@ from airflow_provider_duckling.quoting import clickhouse_ident
 from airflow_provider_duckling.tables import EVENTS, PERSONS, export_select
 
 # The checksum's first term per table, over the export's own output columns (the lake's side is in lake_read).
-_EVENTS_TERM = f"toUnixTimestamp64Micro({clickhouse_ident(EVENTS.day_column)})"
+EVENTS_TERM = f"toUnixTimestamp64Micro({clickhouse_ident(EVENTS.day_column)})"
 # Persons: Σ of the first 8 bytes of an MD5 over each row's answer (distinct_id, person id, properties,
 # version; each text length-prefixed), so a distinct_id pointing at the wrong person or stale properties
 # changes it. lake_read computes the same digest in DuckDB.
-_PERSONS_TERM = (
+PERSONS_TERM = (
     "reinterpretAsUInt64(reverse(unhex(substring(hex(MD5(concat("
     + ", ".join(f"toString(length({c})), ':', {c}" for c in map(clickhouse_ident, ("distinct_id", "id", "properties")))
     + f", ':', toString({clickhouse_ident('person_version')})))), 1, 16))))"
 )
 
 
-def _clickhouse_tally(hook: ClickHouseHook, select_sql: str, term: str, params: dict[str, object]) -> Tally:
+def clickhouse_tally(hook: ClickHouseHook, select_sql: str, term: str, params: dict[str, object]) -> Tally:
     """Rows and checksum of the export SELECT's output (Int128 sums: no overflow, the same as DuckDB's HUGEINT)."""
     ids = clickhouse_ident("distinct_id")
     ((rows, a, b),) = hook.query_rows(
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
     if args.table == "persons":
         if args.since or args.to:
             raise UsageError("--from/--to apply to events; persons are compared as the team's current persons")
-        return _persons(duckling, out)
+        return _persons(duckling, out, args.json)
     first, last = day_range(args, duckling)
     days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
     lake = day_tallies(duckling, first, last)
@@ -81,12 +81,20 @@ def run(args: argparse.Namespace, out: Console) -> int:
     differing: list[tuple[dt.date, Tally, Tally]] = []
     with progress(out, f"team {duckling.team_id} events", len(days)) as advance:
         for day in days:
-            source = _clickhouse_tally(hook, select_sql, _EVENTS_TERM, {"team_id": duckling.team_id, "day": day})
+            source = clickhouse_tally(hook, select_sql, EVENTS_TERM, {"team_id": duckling.team_id, "day": day})
             held = lake.get(day, empty)
             if source != held:
                 differing.append((day, source, held))
             advance(note=day.isoformat())
     span = f"team {duckling.team_id} events, {first} … {last} ({len(days)} days)"
+    if args.json:
+        emit_json(out, {
+            "team_id": duckling.team_id, "table": "events", "from": first, "to": last, "days": len(days),
+            "match": not differing,
+            "differing_days": [{"day": day, "clickhouse_rows": s.rows, "duckling_rows": h.rows,
+                                "checksum_matches": s.checksum == h.checksum} for day, s, h in differing],
+        })
+        return PROBLEMS if differing else OK
     if not differing:
         out.print(f"All days match: {span}, rows and checksums.")
         return OK
@@ -99,12 +107,17 @@ def run(args: argparse.Namespace, out: Console) -> int:
     return PROBLEMS
 
 
-def _persons(duckling: Duckling, out: Console) -> int:
+def _persons(duckling: Duckling, out: Console, as_json: bool = False) -> int:
     hook = ClickHouseHook()
     team_id = duckling.team_id
     live = f"SELECT * FROM ({export_select(PERSONS, hook.database, daily=False)}) WHERE {clickhouse_ident('id')} IS NOT NULL"
-    source = _clickhouse_tally(hook, live, _PERSONS_TERM, {"team_id": team_id})
+    source = clickhouse_tally(hook, live, PERSONS_TERM, {"team_id": team_id})
     held = current_persons_tally(duckling) or Tally(0, (0, 0))
+    if as_json:
+        emit_json(out, {"team_id": team_id, "table": "persons", "clickhouse_rows": source.rows,
+                        "duckling_rows": held.rows, "checksum_matches": source.checksum == held.checksum,
+                        "match": source == held})
+        return OK if source == held else PROBLEMS
     rows = [("clickhouse (current)", source.rows), ("duckling (persons_current)", held.rows)]
     out.print(table(f"Team {team_id} persons", ("side", "persons"), rows, right=("persons",)))
     if source == held:

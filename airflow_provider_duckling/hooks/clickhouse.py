@@ -9,15 +9,27 @@ Values are always bound as server-side query parameters (``{name:Type}`` placeho
 from __future__ import annotations
 
 import atexit
+import itertools
+import logging
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_duckling.errors import ConfigurationError, TransientError
+from airflow_provider_duckling.errors import (
+    ConfigurationError,
+    DucklingError,
+    QueryTimeoutError,
+    TransientError,
+)
 from airflow_provider_duckling.hooks.extras import connection_extras, require_type
 from airflow_provider_duckling.redaction import register_secret, scrub
+from airflow_provider_duckling.workload import Attempt, timeout_advice
+
+log = logging.getLogger(__name__)
 
 _chdb_lock = threading.Lock()
 _chdb_sessions: dict[str, Any] = {}
@@ -60,18 +72,57 @@ class ClickHouseQueryError(ConfigurationError):
     the same statement fails the same way, so it is not retried."""
 
 
+class ClickHouseCancelledError(ClickHouseError):
+    """The task was killed (``on_kill``): no further statement is sent."""
+
+
 # ClickHouse error codes that a retry cannot change.
 _PERMANENT_CODES = {
     6, 27, 36, 43, 47, 53, 60, 62, 70, 72, 81, 115, 158, 164, 192, 194, 195, 396, 497, 516,
 }
 _CODE = re.compile(r"Code:\s*(\d+)")
+#: TIMEOUT_EXCEEDED: ``max_execution_time`` ran out; the same statement would run as long again.
+TIMEOUT_EXCEEDED = 159
+#: How long the statements a hook sends beside the running one (the probe, ``KILL QUERY``) may take: they
+#: must not hold a task that is being killed.
+CONTROL_TIMEOUT_SECONDS = 10.0
+#: ClickHouse's own SQL for them; the id is bound, never pasted.
+KILL_QUERY_SQL = "KILL QUERY WHERE query_id = {query_id:String} SYNC"
+RUNNING_QUERY_SQL = "SELECT elapsed FROM system.processes WHERE query_id = {query_id:String}"
 
 
-def _classified(message: str) -> ClickHouseError | ClickHouseQueryError:
+_S3_DENIED = re.compile(r"Access ?Denied|HTTP response code: 403", re.I)
+_S3_EXPIRED = re.compile(r"Expired|RequestTimeTooSkewed", re.I)
+
+
+def _classified(message: str, what: str = "the statement") -> DucklingError:
     match = _CODE.search(message)
-    if match and int(match.group(1)) in _PERMANENT_CODES:
+    code = int(match.group(1)) if match else None
+    if code == TIMEOUT_EXCEEDED:
+        return QueryTimeoutError(f"ClickHouse stopped {what} at its max_execution_time ({message}); "
+                                 + timeout_advice("it"))
+    if code in _PERMANENT_CODES:
         return ClickHouseQueryError(message)
+    if code == 499 and _S3_DENIED.search(message) and not _S3_EXPIRED.search(message):
+        # S3 refused who ClickHouse wrote as (an expired session is the retryable exception)
+        return ClickHouseQueryError(
+            f"{message} — S3 refused ClickHouse's request: with export_identity = clickhouse the bucket policy must "
+            "grant ClickHouse's identity s3:PutObject, s3:GetObject and s3:ListBucket on the bucket; with "
+            "assumed_role the duckling role's policy must"
+        )
     return ClickHouseError(message)
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    """Whether the HTTP client gave up waiting for the answer (its ``send_receive_timeout``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ in ("ReadTimeoutError", "ReadTimeout") or isinstance(current, TimeoutError):
+            return True
+        current = current.__cause__ or current.__context__
+    return "read timed out" in str(exc).lower()
 
 
 class ClickHouseHook(BaseHook):
@@ -81,6 +132,10 @@ class ClickHouseHook(BaseHook):
     :param clickhouse_conn_id: Airflow connection of type ``clickhouse``. Host/port/login/password/schema
         address a server; extra ``chdb_path`` (with no host) selects the embedded engine; extra
         ``secure`` switches to HTTPS; extra ``connect_timeout`` / ``send_receive_timeout`` in seconds.
+    :param attempt: the export attempt the statements belong to: each then carries a ``query_id`` unique to
+        the attempt and statement and a ``log_comment`` naming team, table, day and run
+        (:mod:`~airflow_provider_duckling.workload`), and :meth:`cancel` can kill the running one. Over
+        HTTP only: the embedded engine has no query ids to set.
     """
 
     conn_name_attr = "clickhouse_conn_id"
@@ -88,10 +143,17 @@ class ClickHouseHook(BaseHook):
     conn_type = "clickhouse"
     hook_name = "ClickHouse"
 
-    def __init__(self, clickhouse_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, clickhouse_conn_id: str = default_conn_name, attempt: Attempt | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.clickhouse_conn_id = clickhouse_conn_id
+        self.attempt = attempt
         self._client: Any = None
+        self._client_options: dict[str, Any] = {}
+        self._sequence = itertools.count(1)
+        self._state = threading.Lock()
+        self._running: str | None = None  # the query id of the statement ClickHouse may still be running
+        self._cancelled = False
+        self._step = threading.local()  # the step each thread's statements belong to (see step())
         self._chdb_path: str | None = None
         self._database = "default"
         self._address: tuple[str | None, int | None] = (None, None)
@@ -127,21 +189,22 @@ class ClickHouseHook(BaseHook):
 
             secure = str(extra.get("secure", "false")).lower() in ("1", "true", "yes")
             self._address = (conn.host, conn.port or (8443 if secure else 8123))
+            self._client_options = dict(
+                host=conn.host,
+                port=conn.port or (8443 if secure else 8123),
+                username=conn.login or "default",
+                password=conn.password or "",
+                secure=secure,
+                compress=False,
+                connect_timeout=float(extra.get("connect_timeout", 10)),
+                send_receive_timeout=float(extra.get("send_receive_timeout", 3600)),
+                autogenerate_session_id=False,
+                # Bound parameters (the export's S3 session credentials among them) travel in the POST body,
+                # never in the request URL that proxies, load balancers and access logs record.
+                form_encode_query_params=True,
+            )
             try:
-                self._client = clickhouse_connect.get_client(
-                    host=conn.host,
-                    port=conn.port or (8443 if secure else 8123),
-                    username=conn.login or "default",
-                    password=conn.password or "",
-                    secure=secure,
-                    compress=False,
-                    connect_timeout=float(extra.get("connect_timeout", 10)),
-                    send_receive_timeout=float(extra.get("send_receive_timeout", 3600)),
-                    autogenerate_session_id=False,
-                    # Bound parameters (the export's S3 session credentials among them) travel in the POST body,
-                    # never in the request URL that proxies, load balancers and access logs record.
-                    form_encode_query_params=True,
-                )
+                self._client = clickhouse_connect.get_client(**self._client_options)
             except Exception as exc:
                 raise ClickHouseError(scrub(f"cannot connect to ClickHouse ({self.clickhouse_conn_id}): {exc}")) from None
         self._configured = True
@@ -163,24 +226,27 @@ class ClickHouseHook(BaseHook):
         self._configure()
         return self._chdb_path is not None
 
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Name what the statements sent by this thread inside the block do (``count``, ``export`` …): the name
+        ends their query id and is the ``step`` of their ``log_comment``."""
+        previous = getattr(self._step, "name", None)
+        self._step.name = name
+        try:
+            yield
+        finally:
+            self._step.name = previous
+
     def execute(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         """Run a statement that returns no rows (DDL, ``INSERT INTO FUNCTION …``).
 
         :param sql: the statement, with ``{name:Type}`` placeholders for values.
         :param parameters: the placeholders' values, bound server-side (never pasted into ``sql``).
         :raises ClickHouseQueryError: ClickHouse refused the statement itself (not retried).
-        :raises ClickHouseError: anything a retry may cure (timeout, network, memory).
+        :raises QueryTimeoutError: ClickHouse ran out of time for it (not retried; the message says what to raise).
+        :raises ClickHouseError: anything a retry may cure (network, memory, a server that stopped answering).
         """
-        self._configure()
-        try:
-            if self._chdb_path is not None:
-                _chdb_session(self._chdb_path).query(sql, "TabSeparated", params=_as_strings(parameters))
-            else:
-                # raw_query, not command: clickhouse-connect's command() puts bound parameters in the URL
-                # whatever form_encode_query_params says; raw_query sends them in the POST body.
-                self._client.raw_query(sql, parameters=_as_strings(parameters))
-        except Exception as exc:
-            raise _classified(scrub(_first_lines(exc))) from None
+        self._run(getattr(self._step, "name", None) or "statement", sql, parameters, rows=False)
 
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query and return its rows as tuples.
@@ -188,15 +254,127 @@ class ClickHouseHook(BaseHook):
         :param sql: the query, with ``{name:Type}`` placeholders for values.
         :param parameters: the placeholders' values, bound server-side.
         """
+        return self._run(getattr(self._step, "name", None) or "query", sql, parameters, rows=True)
+
+    def _run(self, step: str, sql: str, parameters: dict[str, Any] | None, rows: bool) -> Any:
         self._configure()
+        query_id, settings = self._begin(step)
+        what = f"the {step} of {self.attempt.partition} ({self.attempt.table})" if self.attempt else f"the {step}"
         try:
             if self._chdb_path is not None:
-                table = _chdb_session(self._chdb_path).query(sql, "ArrowTable", params=_as_strings(parameters))
-                columns = [c.to_pylist() for c in table.columns]
-                return list(zip(*columns, strict=True)) if columns else []
-            return [tuple(r) for r in self._client.query(sql, parameters=_as_strings(parameters)).result_rows]
-        except Exception as exc:
-            raise _classified(scrub(_first_lines(exc))) from None
+                session = _chdb_session(self._chdb_path)
+                if not rows:
+                    session.query(sql, "TabSeparated", params=_as_strings(parameters))
+                    result: Any = None
+                else:
+                    table = session.query(sql, "ArrowTable", params=_as_strings(parameters))
+                    columns = [c.to_pylist() for c in table.columns]
+                    result = list(zip(*columns, strict=True)) if columns else []
+            elif not rows:
+                # raw_query, not command: clickhouse-connect's command() puts bound parameters in the URL
+                # whatever form_encode_query_params says; raw_query sends them in the POST body.
+                self._client.raw_query(sql, parameters=_as_strings(parameters), settings=settings)
+                result = None
+            else:
+                answer = self._client.query(sql, parameters=_as_strings(parameters), settings=settings)
+                result = [tuple(r) for r in answer.result_rows]
+        except Exception as exc:  # Airflow's execution timeout is a BaseException: it passes, on_kill follows
+            if query_id is not None and _is_read_timeout(exc):
+                raise self._after_read_timeout(query_id, what) from None
+            self._finish(query_id)
+            raise _classified(scrub(_first_lines(exc)), what) from None
+        self._finish(query_id)
+        return result
+
+    def _begin(self, step: str) -> tuple[str | None, dict[str, str]]:
+        """The statement's query id and settings; refused once the task was cancelled."""
+        with self._state:
+            if self._cancelled:
+                raise ClickHouseCancelledError(f"the task was killed: the {step} was not sent to ClickHouse")
+            if self.attempt is None or self._chdb_path is not None:
+                return None, {}
+            query_id = self.attempt.query_id(next(self._sequence), step)
+            self._running = query_id
+            return query_id, {"query_id": query_id, "log_comment": self.attempt.log_comment(step)}
+
+    def _finish(self, query_id: str | None) -> None:
+        with self._state:
+            if query_id is not None and self._running == query_id:
+                self._running = None
+
+    @property
+    def running_query_id(self) -> str | None:
+        """The query id of the statement ClickHouse may be running for this hook (``None``: none)."""
+        with self._state:
+            return self._running
+
+    def cancel(self) -> str | None:
+        """Stop this hook's work: no statement is sent any more, and the one ClickHouse may be running is
+        killed (``KILL QUERY WHERE query_id = … SYNC`` through a new client, bounded by
+        :data:`CONTROL_TIMEOUT_SECONDS`). Never raises: it runs in ``on_kill``. Returns the killed query id."""
+        with self._state:
+            self._cancelled = True
+            query_id = self._running
+        if query_id is None or not self._client_options:
+            return None
+        try:
+            self.kill_query(query_id)
+        except Exception as exc:  # noqa: BLE001 - on_kill must not raise
+            log.warning("event=clickhouse_kill_failed query_id=%s reason=%s", query_id, scrub(_first_lines(exc)))
+            return None
+        self._finish(query_id)
+        return query_id
+
+    def kill_query(self, query_id: str) -> int:
+        """``KILL QUERY WHERE query_id = {query_id:String} SYNC`` through a new client (the hook's own may be
+        waiting for that very query); returns how many queries ClickHouse listed as killed."""
+        client = self._control_client()
+        try:
+            return len(client.query(KILL_QUERY_SQL, parameters={"query_id": query_id}).result_rows)
+        finally:
+            client.close()
+
+    def _control_client(self) -> Any:
+        """A new client with short timeouts, for statements sent beside a running one."""
+        import clickhouse_connect
+
+        options = dict(self._client_options)
+        options["connect_timeout"] = min(float(options["connect_timeout"]), CONTROL_TIMEOUT_SECONDS)
+        options["send_receive_timeout"] = CONTROL_TIMEOUT_SECONDS
+        return clickhouse_connect.get_client(**options, query_retries=0)
+
+    def _after_read_timeout(self, query_id: str, what: str) -> DucklingError:
+        """The HTTP client stopped waiting for ``query_id``. A statement that was still running for most of
+        that time takes too long: it is killed (ClickHouse would finish it for nobody) and the attempt fails
+        with advice. A server that does not answer, or had not been running the statement, is a transient
+        fault: retried."""
+        timeout = float(self._client_options["send_receive_timeout"])
+        try:
+            client = self._control_client()
+            try:
+                found = client.query(RUNNING_QUERY_SQL, parameters={"query_id": query_id}).result_rows
+                elapsed = float(found[0][0]) if found else None
+                if found:
+                    client.query(KILL_QUERY_SQL, parameters={"query_id": query_id})
+            finally:
+                client.close()
+        except Exception:
+            return ClickHouseError(
+                f"ClickHouse did not answer {what} within {timeout:g} s (the connection's send_receive_timeout) "
+                "and does not answer now"
+            )
+        self._finish(query_id)
+        if elapsed is not None and elapsed >= timeout / 2:
+            log.warning("event=clickhouse_query_killed query_id=%s reason=read_timeout elapsed=%.1fs", query_id, elapsed)
+            return QueryTimeoutError(
+                f"ClickHouse had been running {what} for {elapsed:.0f} s when the client stopped waiting "
+                f"(the clickhouse connection's send_receive_timeout, {timeout:g} s); the query was killed. "
+                + timeout_advice("It")
+            )
+        return ClickHouseError(
+            f"ClickHouse did not answer {what} within {timeout:g} s (the connection's send_receive_timeout), "
+            "and was not running it for most of that time: the server was busy or unreachable"
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Used by the UI's "Test" button: really runs ``SELECT version()``."""

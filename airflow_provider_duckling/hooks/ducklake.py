@@ -48,6 +48,7 @@ from airflow_provider_duckling.lake_metadata import (
 from airflow_provider_duckling.quoting import duckdb_literal, duckdb_str
 from airflow_provider_duckling.redaction import register_secret, scrub, scrubbed_message
 from airflow_provider_duckling.retry import retry_conflicts
+from airflow_provider_duckling.settings import clickhouse_s3_collection, export_identity
 from airflow_provider_duckling.storage import DucklingStorage
 
 LAKE_ALIAS = "lake"
@@ -147,7 +148,8 @@ class DuckLakeHook(BaseHook):
     def storage(
         self, duckling: Duckling, settings: LakeSettings | None = None, *, will_attach: bool = True
     ) -> DucklingStorage:
-        """The duckling's data location, with freshly assumed role credentials in S3 mode.
+        """The duckling's data location, with freshly assumed role credentials in S3 mode, and how ClickHouse
+        writes to it (the registry entry's ``export_identity``, else ``[duckling] export_identity``).
 
         :param duckling: the registry entry whose role is assumed.
         :param settings: the connection's settings, if already read.
@@ -160,7 +162,11 @@ class DuckLakeHook(BaseHook):
         if will_attach:
             prefetch(settings.extensions)
         creds = assume_duckling_role(settings.aws_conn_id, duckling)
-        return DucklingStorage(duckling.bucket, duckling.bucket_region, creds, endpoint_url=settings.s3_endpoint_url)
+        own_identity = (duckling.export_identity or export_identity()) == "clickhouse"
+        return DucklingStorage(
+            duckling.bucket, duckling.bucket_region, creds, endpoint_url=settings.s3_endpoint_url,
+            clickhouse_identity=own_identity, clickhouse_collection=clickhouse_s3_collection() if own_identity else None,
+        )
 
     @contextlib.contextmanager
     def attach(

@@ -102,12 +102,15 @@ class DucklingPartitionOperator(BaseOperator):
         """Run :meth:`run` (with the heap that existed before it frozen, see :mod:`~airflow_provider_duckling.heap`);
         a permanent, explained error fails the task without retries (same input, same failure), with its
         one-line message; transient ones are left to Airflow's retries."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
 
         try:
             with frozen_heap():
                 return self.run(context)
         except AirflowSkipException:
+            raise
+        except AirflowTaskTimeout:  # as is: Airflow then calls on_kill
+            log.error("event=task_failed retryable=true reason=AirflowTaskTimeout: the task ran past its execution_timeout")
             raise
         except TransientError as exc:
             log.error("event=task_failed retryable=true reason=%s: %s", type(exc).__name__, scrub(str(exc)))

@@ -26,6 +26,7 @@ from airflow_provider_duckling.persons import (
 )
 from airflow_provider_duckling.settings import settle_delay
 from airflow_provider_duckling.tables import LAKE_SCHEMA, PERSONS
+from airflow_provider_duckling.workload import Attempt
 
 
 class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
@@ -46,6 +47,12 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
     :param skip_schema_validation: skip the pre-flight schema check (templated).
     :param rows_per_file: target rows of one file; a larger partition is written as several files of about
         this many rows by one statement (templated; default ``[duckling] rows_per_file``, 5,000,000).
+
+    Every ClickHouse statement of an attempt carries a ``query_id`` unique to it and a ``log_comment`` naming
+    team, table, day and run (:mod:`~airflow_provider_duckling.workload`); :meth:`on_kill` (the task killed,
+    timed out or marked failed) kills the statement ClickHouse is running and sends no other. A statement
+    that runs out of time (``TIMEOUT_EXCEEDED``, or the connection's ``send_receive_timeout`` while it still
+    ran) fails the task without retries, with what to raise.
 
     The remaining parameters are those of
     :class:`~airflow_provider_duckling.operators.base.DucklingPartitionOperator`.
@@ -83,9 +90,14 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         known: dict[str, str] | None = None
         if target.table.name == PERSONS.name and isinstance(target.scope, Partition):
             target, known = self._persons_scope(target, dry_run)
-        clickhouse = ClickHouseHook(self.clickhouse_conn_id)
+        attempt = Attempt(
+            team_id=target.scope.team_id, table=target.table.name, partition=target.scope.key,
+            dag_id=str(getattr(context["ti"], "dag_id", None) or self.dag_id), run_id=str(context["run_id"]), try_number=int(context["ti"].try_number or 0),
+        )
+        clickhouse = self._clickhouse = ClickHouseHook(self.clickhouse_conn_id, attempt=attempt)
         if isinstance(target.scope, FullExport):
-            newest = clickhouse.query_rows(newest_version_sql(clickhouse.database), {"team_id": target.scope.team_id})
+            with clickhouse.step("persons_as_of"):
+                newest = clickhouse.query_rows(newest_version_sql(clickhouse.database), {"team_id": target.scope.team_id})
             token = as_of_token(token, full_export_as_of(newest[0][0] if newest else None, dt.datetime.now(dt.UTC)))
         result = export_partition(
             clickhouse, target.storage, target.table, target.scope, token, settings, dry_run=dry_run,
@@ -100,6 +112,18 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
                 table=target.table, rows=result.rows, bytes=result.bytes, files=len(result.files),
             )
         return result.to_xcom()
+
+    def on_kill(self) -> None:
+        """The task was killed, timed out or marked failed: kill the ClickHouse statement of this attempt that
+        may still run (``KILL QUERY WHERE query_id = … SYNC``, bounded) and send no other. Never raises."""
+        hook: ClickHouseHook | None = getattr(self, "_clickhouse", None)
+        if hook is None:
+            return
+        try:
+            killed = hook.cancel()
+            self.log.warning("event=export_cancelled query_id=%s", killed or "-")
+        except Exception as exc:  # noqa: BLE001 - on_kill must not raise
+            self.log.warning("event=export_cancel_failed reason=%s", type(exc).__name__)
 
     def _persons_scope(self, target: Target, dry_run: bool) -> tuple[Target, dict[str, str] | None]:
         """A persons day needs the team's full export first: without one recorded in the persons table's

@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_provider_duckling import metrics
 from airflow_provider_duckling.assets import asset_event_extra, duckling_asset, publish_partition
 from airflow_provider_duckling.errors import RegistrationError
 from airflow_provider_duckling.lake import count_rows, qualified, register_files, table_exists
@@ -31,7 +32,9 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
     (re-running this task alone is a no-op when the lake already holds it).
 
     :param export_task_id: the task whose XCom lists the files and row count.
-    :param skip_ducklake_registration: leave the lake untouched (the files stay in S3) (templated).
+    :param skip_ducklake_registration: leave the lake untouched (templated). The files stay in S3 for good:
+        each gets a marker ``export_only/{its key}.json`` (partition, table, run, rows) and maintenance never
+        deletes a marked file as an orphan (see :func:`~airflow_provider_duckling.maintenance.keep_export_only`).
     :param cleanup_existing_partition_data: delete the partition's existing rows in the same
         transaction; off, rows accumulate (templated).
     :param outlets: defaults to :func:`~airflow_provider_duckling.assets.duckling_asset` of the team and
@@ -75,8 +78,16 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
             raise RegistrationError(f"{key}: task {self.export_task_id!r} handed over no export of {table} for this partition")
         self.objects_url = target.objects_url(list(exported.get("object_keys") or []))
         if skip:
-            log.info("event=registration_skipped partition=%s table=%s files=%s", key, table, exported["files"])
-            raise AirflowSkipException(f"skip_ducklake_registration: {key} left in S3, not registered (no asset event)")
+            dry_run = self.flag("dry_run") or bool(exported.get("dry_run"))
+            if not dry_run:
+                from airflow_provider_duckling.maintenance import keep_export_only
+
+                keep_export_only(target.storage, list(exported["files"]), {
+                    "partition": key, "table": table, "run_id": context["run_id"], "rows": exported.get("rows")})
+            log.info("event=registration_skipped partition=%s table=%s files=%s kept_as_export_only=%s", key, table,
+                     exported["files"], not dry_run)
+            raise AirflowSkipException(f"skip_ducklake_registration: {key} left in S3 as an export-only file (kept by "
+                                       "maintenance), not registered (no asset event)")
         if self.flag("dry_run") or exported.get("dry_run"):
             self._dry_run(target, exported, cleanup)
             raise AirflowSkipException(f"dry run: nothing registered for {key} (no asset event)")
@@ -95,6 +106,7 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         published = publish_partition(context, list(self.outlets or []), key, extra)
         log.info("event=asset_event partition=%s table=%s assets=%d rows=%d bytes=%d files=%d snapshot_id=%s",
                  key, table, published, extra["rows"], extra["bytes"], extra["files"], extra["snapshot_id"])
+        metrics.partition_registered(target.scope.team_id, table, extra["rows"], extra["bytes"])
         d = target.duckling
         self.lineage_facts = LineageFacts(
             inputs=[object_dataset(uri) for uri in files],

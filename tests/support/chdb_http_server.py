@@ -22,6 +22,28 @@ What it speaks (enough for clickhouse-connect's ``get_client``, ``query``, ``com
 Not like a real server: one chdb session serves every request (serialised by a lock), so ``session_id`` is
 ignored, temporary tables are shared, and a ``SET`` *statement* sent as a query stays in force for later
 requests.
+
+Workload control (chdb has ``system.processes`` and ``KILL QUERY`` but assigns its own query ids and has no
+``system.query_log``):
+
+* A request's ``query_id`` is the id ``system.processes`` shows: the server tags the running statement with
+  the setting ``query_cache_tag = 'chdb_http_server:<query_id>'`` (so a client's own ``query_cache_tag`` is
+  not kept) and answers every query that reads ``system.processes`` from a view mapping chdb's id back to
+  the client's (chdb's own id is the extra column ``engine_query_id``).
+* Statements that read ``system.processes`` and ``KILL QUERY WHERE …`` run on a second chdb session,
+  outside the lock, so they answer while a long statement runs, as on a server. ``KILL QUERY`` selects
+  the queries with its ``WHERE`` over that view and kills them by chdb's ids (``SYNC`` waits); its answer
+  lists them (``kill_status``, ``query_id``, ``user``, ``query``). The killed statement's client gets
+  ``Code: 394 … QUERY_WAS_CANCELLED``.
+* Opt-in ``--query-log`` (``start_chdb_http_server(..., query_log=True)``): one row per finished request
+  in ``chdb_http_server.query_log``, which is what ``system.query_log`` names in any query:
+  ``event_time``, ``type`` (``QueryFinish`` or ``ExceptionWhileProcessing``; no ``QueryStart`` rows),
+  ``query_id`` (the client's, else a generated one), ``query`` (as sent, placeholders unbound),
+  ``log_comment`` (from the request's settings; a ``SETTINGS log_comment`` clause inside the SQL is not
+  seen), ``Settings`` (the request's settings), ``exception_code``, ``query_duration_ms``. Rows are written
+  before the answer is sent, so no ``SYSTEM FLUSH LOGS`` is needed (it is answered, and does nothing).
+* A client that disconnects does not cancel its statement (like ClickHouse for anything but read-only
+  queries with ``cancel_http_readonly_queries_on_client_close``): cancel with ``KILL QUERY``.
 """
 
 from __future__ import annotations
@@ -101,6 +123,24 @@ _RESULT_KEYWORDS = frozenset(
     {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "CHECK", "FROM", "VALUES"}
 )
 _BINARY_FORMATS = ("Native", "RowBinary", "Parquet", "Arrow", "ArrowStream", "ORC", "Avro", "Protobuf")
+_PROCESSES = re.compile(r"\bsystem\s*\.\s*processes\b", re.I)
+_QUERY_LOG = re.compile(r"\bsystem\s*\.\s*query_log\b", re.I)
+_KILL_QUERY = re.compile(
+    r"\A\s*KILL\s+QUERY\s+WHERE\s+(?P<where>.*?)\s*(?P<mode>\bSYNC|\bASYNC|\bTEST)?\s*"
+    r"(?:\bFORMAT\s+(?P<fmt>[A-Za-z0-9_]+))?\s*;?\s*\Z",
+    re.I | re.S,
+)
+_FLUSH_LOGS = re.compile(r"\A\s*SYSTEM\s+FLUSH\s+LOGS\b[^;]*;?\s*\Z", re.I)
+#: What tags a running statement with its client's query id (see the module docstring).
+TAG_SETTING = "query_cache_tag"
+TAG_PREFIX = "chdb_http_server:"
+#: ``system.processes`` as a client sees it: chdb's query id replaced by the client's, chdb's kept aside.
+PROCESSES_VIEW = (
+    "(SELECT * REPLACE (if(startsWith(p.Settings['query_cache_tag'], 'chdb_http_server:'), "
+    "substring(p.Settings['query_cache_tag'], 18), p.query_id) AS query_id), p.query_id AS engine_query_id "
+    "FROM system.processes AS p)"
+)
+QUERY_LOG_TABLE = "chdb_http_server.query_log"
 
 
 class ClickHouseError(Exception):
@@ -155,22 +195,34 @@ def _summary(**values: float) -> dict[str, str]:
 
 
 class ChdbEngine:
-    """One chdb session for the process; queries are serialised with a lock."""
+    """One chdb session for the process; queries are serialised with a lock. A second session answers what a
+    server answers while a statement runs (``system.processes``, ``KILL QUERY``), outside that lock."""
 
-    def __init__(self, data_path: Path) -> None:
+    def __init__(self, data_path: Path, query_log: bool = False) -> None:
         from chdb import session  # heavy: imported only in the server process
 
         self._session = session.Session(str(data_path))
+        self._control = session.Session(str(data_path))
         self._lock = threading.Lock()
+        self._control_lock = threading.Lock()
         self.version = self._text("SELECT version()")
         self.timezone = self._text("SELECT timezone()")
+        self.query_log = query_log
+        if query_log:
+            self._control.query("CREATE DATABASE IF NOT EXISTS chdb_http_server")
+            self._control.query(
+                f"CREATE TABLE IF NOT EXISTS {QUERY_LOG_TABLE} (event_time DateTime64(6, 'UTC'), type String, "
+                "query_id String, query String, log_comment String, Settings Map(String, String), "
+                "exception_code Int32, query_duration_ms UInt64) ENGINE = MergeTree ORDER BY event_time"
+            )
 
     def _text(self, sql: str) -> str:
         return self._session.query(sql, "TabSeparated").bytes().decode().strip()
 
     def close(self) -> None:
-        """Close the chdb session (releases the data path) once no query runs."""
-        with self._lock:
+        """Close the chdb sessions (releases the data path) once no query runs."""
+        with self._lock, self._control_lock:
+            self._control.close()
             self._session.close()
 
     def execute(
@@ -180,25 +232,100 @@ class ChdbEngine:
         settings: Mapping[str, str],
         params: Mapping[str, str],
         default_format: str,
+        query_id: str = "",
     ) -> Reply:
-        """Run one request's SQL (``INSERT ... FORMAT`` data included) with its database, settings and params."""
+        """Run one request's SQL (``INSERT ... FORMAT`` data included) with its database, settings and params;
+        ``query_id`` is what ``system.processes`` shows for it."""
         for name in settings:
             if not _IDENT.match(name):
                 raise ClickHouseError(
                     115, f"Code: 115. DB::Exception: Unknown setting '{name}'. (UNKNOWN_SETTING)", 400
                 )
+        if self.query_log:
+            sql = _QUERY_LOG.sub(QUERY_LOG_TABLE, sql.decode("utf-8", "replace")).encode()
+        text = sql.decode("utf-8", "replace")
+        if _is_control(text):
+            with self._control_lock:
+                return self._with_settings(
+                    self._control, database, settings, lambda: self._control_statement(text, params, default_format)
+                )
+        applied = dict(settings)
+        if query_id:
+            applied[TAG_SETTING] = TAG_PREFIX + query_id
         with self._lock:
-            self._session.query(f"USE {_identifier(database or 'default')}")
+            return self._with_settings(self._session, database, applied, lambda: self._run(sql, params, default_format))
+
+    @staticmethod
+    def _with_settings(session: Any, database: str | None, settings: Mapping[str, str], run: Any) -> Reply:
+        """``run()`` in ``database`` with ``settings`` SET on ``session``, reset after (the caller holds its lock)."""
+        session.query(f"USE {_identifier(database or 'default')}")
+        try:
+            if settings:
+                session.query("SET " + ", ".join(f"{k} = {_sql_string(v)}" for k, v in settings.items()))
+            return run()
+        finally:
+            if settings:
+                with suppress(Exception):  # fails only for names the SET above rejected
+                    session.query("SET " + ", ".join(f"{k} = DEFAULT" for k in settings))
+
+    def _control_statement(self, text: str, params: Mapping[str, str], default_format: str) -> Reply:
+        """``KILL QUERY`` over the client-facing ``system.processes``, or a read of system tables."""
+        if _FLUSH_LOGS.match(text):
+            return Reply(b"", None, _summary())
+        bind = dict(params) or None
+        kill = _KILL_QUERY.match(text)
+        if kill is None:
+            return self._reply(self._control, _PROCESSES.sub(PROCESSES_VIEW, text), bind, default_format)
+        where = _PROCESSES.sub(PROCESSES_VIEW, kill.group("where"))
+        fmt = kill.group("fmt") or default_format
+        selected = f"FROM {PROCESSES_VIEW} WHERE {where}"
+        engine_ids = [
+            line for line in self._control.query(f"SELECT engine_query_id {selected}", "TabSeparated", params=bind)
+            .bytes().decode().splitlines() if line
+        ]
+        listing = f"SELECT 'finished' AS kill_status, query_id, user, query {selected} FORMAT {fmt}"
+        reply = self._reply(self._control, listing, bind, fmt)
+        mode = (kill.group("mode") or "").upper()
+        if engine_ids and mode != "TEST":
+            self._control.query(
+                f"KILL QUERY WHERE query_id IN {{ids:Array(String)}} {mode}",
+                "TabSeparated",
+                params={"ids": "[" + ",".join(_sql_string(i) for i in engine_ids) + "]"},
+            )
+        return reply
+
+    @staticmethod
+    def _reply(session: Any, text: str, params: dict[str, str] | None, default_format: str) -> Reply:
+        trailing = _TRAILING_FORMAT.search(text)
+        fmt = trailing.group(1) if trailing else default_format
+        result = session.query(text, fmt, params=params)
+        body = bytes(result.bytes())
+        return Reply(body, fmt, _summary(result_rows=result.rows_read(), result_bytes=len(body)))
+
+    def log_query(
+        self, query_id: str, sql: bytes, settings: Mapping[str, str], error: ClickHouseError | None, started: float
+    ) -> None:
+        """One ``query_log`` row for a finished request (when the log is on)."""
+        if not self.query_log:
+            return
+        row = {
+            "event_time": time.time(),
+            "type": "ExceptionWhileProcessing" if error else "QueryFinish",
+            "query_id": query_id,
+            "query": sql.decode("utf-8", "replace")[:100_000],
+            "log_comment": settings.get("log_comment", ""),
+            "Settings": dict(settings),
+            "exception_code": error.code if error else 0,
+            "query_duration_ms": int((time.monotonic() - started) * 1000),
+        }
+        with self._control_lock:
+            inserter = self._control.send_insert(f"INSERT INTO {QUERY_LOG_TABLE}", "JSONEachRow")
             try:
-                if settings:
-                    self._session.query(
-                        "SET " + ", ".join(f"{k} = {_sql_string(v)}" for k, v in settings.items())
-                    )
-                return self._run(sql, params, default_format)
-            finally:
-                if settings:
-                    with suppress(Exception):  # fails only for names the SET above rejected
-                        self._session.query("SET " + ", ".join(f"{k} = DEFAULT" for k in settings))
+                inserter.append(json.dumps(row) + "\n")
+                inserter.finish()
+            except BaseException:
+                inserter.cancel()
+                raise
 
     def _run(self, sql: bytes, params: Mapping[str, str], default_format: str) -> Reply:
         match = _INSERT_WITH_DATA.match(sql)
@@ -241,6 +368,21 @@ class ChdbEngine:
                 elapsed_ns=result.elapsed() * 1e9,
             ),
         )
+
+
+_TABLE_REFERENCE = re.compile(r"\b(?:FROM|JOIN)\s+([^\s(),;]+)", re.I)
+
+
+def _is_control(text: str) -> bool:
+    """Whether a statement is answered on the control session, beside a running statement: ``KILL QUERY``,
+    ``SYSTEM FLUSH LOGS``, or a ``SELECT`` that reads system tables only (``system.processes``, a client's
+    hand-shake: ``SELECT version()``, ``system.settings``)."""
+    if _KILL_QUERY.match(text) or _FLUSH_LOGS.match(text):
+        return True
+    body = text[_LEADING_NOISE.match(text).end() :]  # type: ignore[union-attr]
+    if not re.match(r"SELECT\b", body, re.I) or re.search(r"\bINTO\s+OUTFILE\b", body, re.I):
+        return False
+    return all(t.lower().startswith(("system.", "`system`.")) for t in _TABLE_REFERENCE.findall(body))
 
 
 def _decode_body(data: bytes, encoding: str) -> bytes:
@@ -379,18 +521,26 @@ class Handler(BaseHTTPRequestHandler):
         }
         bind = {k[len("param_") :]: v for k, v in params.items() if k.startswith("param_")}
         engine = self.server.engine
-        reply = engine.execute(
-            sql,
-            params.get("database") or None,
-            settings,
-            bind,
-            params.get("default_format") or "TabSeparated",
-        )
+        query_id = params.get("query_id") or str(uuid.uuid4())
+        started = time.monotonic()
+        try:
+            reply = engine.execute(
+                sql,
+                params.get("database") or None,
+                settings,
+                bind,
+                params.get("default_format") or "TabSeparated",
+                query_id,
+            )
+        except Exception as exc:
+            engine.log_query(query_id, sql, settings, ClickHouseError.from_exception(exc), started)
+            raise
+        engine.log_query(query_id, sql, settings, None, started)
         binary = reply.fmt in _BINARY_FORMATS
         headers = {
             "Content-Type": "application/octet-stream" if binary else "text/plain; charset=UTF-8",
             "X-ClickHouse-Summary": json.dumps(reply.summary),
-            "X-ClickHouse-Query-Id": params.get("query_id") or str(uuid.uuid4()),
+            "X-ClickHouse-Query-Id": query_id,
             "X-ClickHouse-Timezone": engine.timezone,
             "X-ClickHouse-Server-Display-Name": DISPLAY_NAME,
         }
@@ -432,12 +582,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8123, help="0 picks a free port (printed in READY)")
     parser.add_argument("--data-path", type=Path, required=True)
     parser.add_argument("--password", default=os.environ.get(PASSWORD_ENV))
+    parser.add_argument("--query-log", action="store_true", help="keep system.query_log (see the module docstring)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TZ", "UTC")  # a server's timezone: UTC unless the caller chose one
     data_path = args.data_path.resolve()
     data_path.mkdir(parents=True, exist_ok=True)
     os.chdir(data_path)  # relative file() paths resolve against the cwd: keep them in the data path
-    engine = ChdbEngine(data_path)
+    engine = ChdbEngine(data_path, query_log=args.query_log)
     server = ChdbHttpServerProcess(args.port, engine, args.password or None)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -507,12 +658,13 @@ def _lines(stream: IO[bytes], out: queue.Queue[str | None]) -> None:
 
 
 def start_chdb_http_server(
-    data_path: Path, password: str | None = None, *, port: int = 0, timeout: float = 30.0
+    data_path: Path, password: str | None = None, *, port: int = 0, timeout: float = 30.0, query_log: bool = False
 ) -> ChdbHttpServer:
     """Start the server in a subprocess (cwd = repo root) and wait for ``READY``.
 
     ``port=0`` lets the child bind a free loopback port and report it, which avoids the race of picking a
-    port here.  The password travels in the environment, not on the command line.
+    port here.  The password travels in the environment, not on the command line.  ``query_log`` keeps
+    ``system.query_log`` (see the module docstring).
     """
     data_path.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, TZ="UTC")
@@ -528,6 +680,7 @@ def start_chdb_http_server(
         str(port),
         "--data-path",
         str(data_path),
+        *(["--query-log"] if query_log else []),
     ]
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr)
     server = ChdbHttpServer(port, process, data_path, stderr)

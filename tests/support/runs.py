@@ -44,3 +44,11 @@ def logged_text(caplog, capfd) -> str:
     out, err = capfd.readouterr()
     records = "\n".join(r.getMessage() + (str(r.exc_info[1]) if r.exc_info else "") for r in caplog.records)
     return "\n".join((records, out, err))
+
+
+def unregistered_export(team_id: int, day: dt.date, table: str = "events"):
+    """dag.test() the run for ``day`` with its register task marked success without running: an export
+    whose registration never happened (a killed worker), i.e. a genuine orphan. (A run with
+    ``skip_ducklake_registration`` is not one: its files are kept on purpose, with a marker.)"""
+    logical = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0, 1), tzinfo=dt.UTC)
+    return team_dag(team_id, table).test(logical_date=logical, mark_success_pattern="^register$")

@@ -183,9 +183,10 @@ def start_moto(workdir: Path) -> MotoServer:
 
 
 @contextlib.contextmanager
-def strict_sts_server(cwd: Path) -> Iterator[tuple[str, dict]]:
-    """A second moto whose IAM is enforced: user ``airflow`` may assume only ``role/allowed``, so any other
-    role gets a real AccessDenied from STS. Yields (endpoint URL, the user's access key)."""
+def iam_enforcing_moto(cwd: Path, user: str, policy: dict) -> Iterator[tuple[str, dict]]:
+    """A moto of its own with IAM enforced once its first three calls made ``user`` with ``policy``: any
+    identity then gets a real AccessDenied for what its policies do not allow. Yields (endpoint URL, the
+    user's access key)."""
     import boto3
 
     port = free_port()
@@ -197,14 +198,21 @@ def strict_sts_server(cwd: Path) -> Iterator[tuple[str, dict]]:
         url = f"http://127.0.0.1:{port}"
         iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
                            aws_secret_access_key="setup")
-        iam.create_user(UserName="airflow")
-        key = iam.create_access_key(UserName="airflow")["AccessKey"]
-        iam.put_user_policy(UserName="airflow", PolicyName="assume-allowed-only", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                           "Resource": "arn:aws:iam::123456789012:role/allowed"}],
-        }))
+        iam.create_user(UserName=user)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        iam.put_user_policy(UserName=user, PolicyName="initial", PolicyDocument=json.dumps(policy))
         yield url, key
     finally:
         process.terminate()
         process.wait(10)
+
+
+@contextlib.contextmanager
+def strict_sts_server(cwd: Path) -> Iterator[tuple[str, dict]]:
+    """A second moto whose IAM is enforced: user ``airflow`` may assume only ``role/allowed``, so any other
+    role gets a real AccessDenied from STS. Yields (endpoint URL, the user's access key)."""
+    with iam_enforcing_moto(cwd, "airflow", {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "arn:aws:iam::123456789012:role/allowed"}],
+    }) as (url, key):
+        yield url, key

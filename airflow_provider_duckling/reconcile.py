@@ -1,0 +1,262 @@
+"""Self-healing reconciliation: compare each team's last closed days, ClickHouse against the lake, and
+re-run the days that differ.
+
+The comparison is ``duckling verify``'s (:mod:`airflow_provider_duckling.cli.verify`), per UTC day:
+
+* events: the export's own SELECT for the day against the lake's rows of the day — rows, Σ epoch µs of
+  ``timestamp``, Σ bytes of ``distinct_id``;
+* persons: the day's top-up (the export's SELECT: every distinct_id whose answer changed that day, as of
+  the day's end, tombstones included) against the lake's rows of the day — rows, Σ of an MD5 digest of each
+  row's answer (distinct_id, person id, properties, version; a tombstone's NULLs read as empty), Σ bytes of
+  ``distinct_id``. So a distinct_id mapped to the wrong person, or stale properties, differ. Days the
+  team's full export covers hold no top-up (their rows are the full export's) and are not compared.
+
+A differing day is re-run once: a run of the team's DAG with ``conf = {"partition_key": …}`` and the fixed
+run id ``reconcile__{team}_{day}``, so a later pass never starts it again; a day that still differs after
+its repair run is reported as unresolved. Paused ducklings are skipped, and so are days whose runs are
+still going.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_duckling.catalog import Duckling
+from airflow_provider_duckling.cli.lake_read import PERSON_DIGEST, Tally, attached, day_tallies
+from airflow_provider_duckling.cli.verify import EVENTS_TERM, PERSONS_TERM, clickhouse_tally
+from airflow_provider_duckling.quoting import duckdb_literal
+
+log = logging.getLogger(__name__)
+
+EMPTY = Tally(0, (0, 0))
+RUN_PREFIX = "reconcile__"
+
+
+@dataclass(frozen=True)
+class DayComparison:
+    """One team-day of one table on both sides."""
+
+    team_id: int
+    table: str
+    day: dt.date
+    source: Tally
+    lake: Tally
+
+    @property
+    def matches(self) -> bool:
+        return self.source == self.lake
+
+    @property
+    def key(self) -> str:
+        return f"{self.team_id}_{self.day.isoformat()}"
+
+    def describe(self) -> str:
+        what = "rows" if self.source.rows != self.lake.rows else "checksum"
+        return (f"team {self.team_id} {self.table} {self.day}: clickhouse {self.source.rows} rows, "
+                f"lake {self.lake.rows} rows ({what} differ)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"team_id": self.team_id, "table": self.table, "day": self.day.isoformat(),
+                "clickhouse_rows": self.source.rows, "lake_rows": self.lake.rows, "matches": self.matches}
+
+
+def run_id_for(team_id: int, day: dt.date) -> str:
+    """The repair run's fixed id: one repair per team, table (DAG) and day."""
+    return f"{RUN_PREFIX}{team_id}_{day.isoformat()}"
+
+
+def window(last_closed: dt.date, days: int) -> list[dt.date]:
+    """The last ``days`` closed days, oldest first."""
+    return [last_closed - dt.timedelta(days=n) for n in range(days - 1, -1, -1)]
+
+
+# ---------------------------------------------------------------- events
+
+
+def compare_events(duckling: Duckling, days: list[dt.date], hook: Any) -> list[DayComparison]:
+    """Events per day: the export's SELECT on ClickHouse against the lake (one read-only query)."""
+    from airflow_provider_duckling.tables import EVENTS, export_select
+
+    if not days:
+        return []
+    lake = day_tallies(duckling, min(days), max(days))
+    select_sql = export_select(EVENTS, hook.database, daily=True)
+    return [
+        DayComparison(duckling.team_id, "events", day,
+                      clickhouse_tally(hook, select_sql, EVENTS_TERM, {"team_id": duckling.team_id, "day": day}),
+                      lake.get(day, EMPTY))
+        for day in days
+    ]
+
+
+# ---------------------------------------------------------------- persons
+
+#: The answer's columns with a tombstone's NULLs as empty values, named as the digests expect.
+_CLICKHOUSE_ANSWER = ("SELECT distinct_id, ifNull(id, '') AS id, ifNull(properties, '') AS properties, "
+                      "ifNull(person_version, toUInt64(0)) AS person_version FROM ({select})")
+_LAKE_ANSWER = ("SELECT distinct_id, coalesce(id, '') AS id, coalesce(properties, '') AS properties, "
+                "coalesce(person_version, 0) AS person_version, CAST(_timestamp AS DATE) AS day FROM {table} "
+                "WHERE team_id = {team} AND _timestamp >= {start} AND _timestamp < {end}")
+
+
+def persons_baseline(duckling: Duckling) -> tuple[bool, dt.datetime | None]:
+    """Whether the lake has a persons table, and when its full export was read (None without one)."""
+    from airflow_provider_duckling.lake import table_comment, table_exists
+    from airflow_provider_duckling.persons import baseline_time
+    from airflow_provider_duckling.tables import PERSONS
+
+    with attached(duckling) as con:
+        if con is None or not table_exists(con, PERSONS):
+            return False, None
+        return True, baseline_time(table_comment(con, PERSONS))
+
+
+def persons_day_tallies(duckling: Duckling, first: dt.date, last: dt.date) -> dict[dt.date, Tally]:
+    """The lake's persons rows per ``_timestamp`` day in [first, last] (tombstones included)."""
+    from airflow_provider_duckling.lake import qualified
+    from airflow_provider_duckling.tables import PERSONS
+
+    start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    answer = _LAKE_ANSWER.format(table=qualified(PERSONS), team=duckdb_literal(duckling.team_id),
+                                 start=duckdb_literal(start), end=duckdb_literal(end))
+    with attached(duckling) as con:
+        if con is None:
+            return {}
+        rows = con.execute(
+            f"SELECT day, count(*), CAST(sum({PERSON_DIGEST}) AS VARCHAR), CAST(sum(strlen(distinct_id)) AS VARCHAR) "
+            f"FROM ({answer}) GROUP BY day"
+        ).fetchall()
+    return {d: Tally(int(n), (int(a or 0), int(b or 0))) for d, n, a, b in rows}
+
+
+def compare_persons(duckling: Duckling, days: list[dt.date], hook: Any, settle: dt.timedelta) -> list[DayComparison]:
+    """Persons per day, for the days after the team's full export (before it there is no top-up to compare;
+    without a full export the team's next persons run writes one by itself)."""
+    from airflow_provider_duckling.persons import covered_by_baseline
+    from airflow_provider_duckling.tables import PERSONS, export_select
+
+    exists, baseline = persons_baseline(duckling)
+    if not exists or baseline is None:
+        return []
+    days = [d for d in days if not covered_by_baseline(d, baseline, settle)]
+    if not days:
+        return []
+    lake = persons_day_tallies(duckling, min(days), max(days))
+    select_sql = _CLICKHOUSE_ANSWER.format(select=export_select(PERSONS, hook.database, daily=True))
+    return [
+        DayComparison(duckling.team_id, "persons", day,
+                      clickhouse_tally(hook, select_sql, PERSONS_TERM, {"team_id": duckling.team_id, "day": day}),
+                      lake.get(day, EMPTY))
+        for day in days
+    ]
+
+
+# ---------------------------------------------------------------- the pass
+
+
+@dataclass
+class Findings:
+    """What one reconciliation pass found, and which repair runs it asks for."""
+
+    compared: list[DayComparison]
+    reruns: list[DayComparison]
+    unresolved: list[DayComparison]
+    fixed: list[DayComparison]
+    skipped: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "compared_days": len(self.compared),
+            "differing": [c.as_dict() for c in self.compared if not c.matches],
+            "reruns": [c.as_dict() for c in self.reruns],
+            "unresolved": [c.as_dict() for c in self.unresolved],
+            "fixed": [c.as_dict() for c in self.fixed],
+            "skipped": self.skipped,
+        }
+
+
+def _repair_states(dag_id: str, team_id: int, days: list[dt.date]) -> dict[dt.date, set[str]]:
+    """The task states of each day's repair run, for the days that have one (Execution API)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    by_id = {run_id_for(team_id, d): d for d in days}
+    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=list(by_id))
+    return {by_id[r]: {str(getattr(s, "value", s)) for s in tasks.values()} for r, tasks in states.items() if r in by_id}
+
+
+def _busy_days(dag_id: str, days: list[dt.date], team_id: int) -> set[dt.date]:
+    from airflow_provider_duckling.freshness import run_summary
+
+    # held = the last day: when every run is done, no day needs asking on its own.
+    return run_summary(dag_id, days, team_id, held=max(days)).unfinished
+
+
+def _dag_paused(dag_id: str) -> bool:
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    try:
+        return bool(RuntimeTaskInstance.get_dag(dag_id).is_paused)
+    except Exception as exc:  # noqa: BLE001 - not parsed yet: nothing to trigger
+        log.info("event=reconcile_skipped dag=%s reason=%s", dag_id, type(exc).__name__)
+        return True
+
+
+def reconcile(ducklings: dict[int, Duckling], start_dates: dict[str, dict[int, dt.date]], days: list[dt.date]) -> Findings:
+    """Compare ``days`` of every unpaused duckling's events and persons; decide the repair runs."""
+    from airflow_provider_duckling import settings
+    from airflow_provider_duckling.dag_factory import dag_id_for
+    from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+    from airflow_provider_duckling.redaction import scrubbed_message
+
+    hook = ClickHouseHook()
+    settle = settings.settle_delay()
+    floor = settings.start_date_floor()
+    findings = Findings([], [], [], [], [])
+    for duckling in sorted(ducklings.values(), key=lambda d: d.team_id):
+        if duckling.paused:
+            findings.skipped.append(f"team {duckling.team_id}: paused")
+            continue
+        for table in ("events", "persons"):
+            start = duckling.start_date or start_dates.get(table, {}).get(duckling.team_id)
+            wanted = [d for d in days if start is not None and d >= max(start, floor)]
+            if not wanted:
+                continue
+            dag_id = dag_id_for(table, duckling.team_id)
+            busy = _busy_days(dag_id, wanted, duckling.team_id)
+            if busy:
+                findings.skipped.append(f"team {duckling.team_id} {table}: runs still going for "
+                                        + ", ".join(d.isoformat() for d in sorted(busy)))
+            wanted = [d for d in wanted if d not in busy]
+            try:
+                compared = (compare_events(duckling, wanted, hook) if table == "events"
+                            else compare_persons(duckling, wanted, hook, settle))
+            except Exception as exc:  # noqa: BLE001 - one unreadable lake or team must not hide the others
+                findings.skipped.append(f"team {duckling.team_id} {table}: cannot compare: {scrubbed_message(exc)}")
+                continue
+            findings.compared.extend(compared)
+            repairs = _repair_states(dag_id, duckling.team_id, [c.day for c in compared])
+            differing = [c for c in compared if not c.matches]
+            findings.fixed.extend(c for c in compared if c.matches and repairs.get(c.day))
+            findings.unresolved.extend(c for c in differing if c.day in repairs)
+            new = [c for c in differing if c.day not in repairs]
+            if new and _dag_paused(dag_id):
+                findings.skipped.append(f"team {duckling.team_id} {table}: DAG paused, "
+                                        f"{len(new)} differing day(s) not re-run")
+                continue
+            findings.reruns.extend(new)
+    for item in findings.compared:
+        if not item.matches:
+            log.warning("event=reconcile_differs %s", item.describe())
+    return findings
+
+
+def trigger_arguments(reruns: list[DayComparison]) -> list[dict[str, Any]]:
+    """TriggerDagRunOperator arguments of the repair runs (fixed run ids: each day is repaired once)."""
+    from airflow_provider_duckling.dag_factory import dag_id_for
+
+    return [{"trigger_dag_id": dag_id_for(c.table, c.team_id), "trigger_run_id": run_id_for(c.team_id, c.day),
+             "conf": {"partition_key": c.key}} for c in reruns]
