@@ -14,7 +14,7 @@ The comparison is ``duckling verify``'s (:mod:`airflow_provider_duckling.cli.ver
 A differing day is re-run once: a run of the team's DAG with ``conf = {"partition_key": …}`` and the fixed
 run id ``reconcile__{team}_{day}``, so a later pass never starts it again; a day that still differs after
 its repair run is reported as unresolved. Paused ducklings are skipped, and so are days whose runs are
-still going.
+still going and days not moved yet (nothing in the lake, no successful run: catch-up's and the later pass's).
 """
 
 from __future__ import annotations
@@ -195,6 +195,12 @@ def _busy_days(dag_id: str, days: list[dt.date], team_id: int) -> set[dt.date]:
     return run_summary(dag_id, days, team_id, held=max(days)).unfinished
 
 
+def _succeeded_days(dag_id: str, days: list[dt.date], team_id: int) -> set[dt.date]:
+    from airflow_provider_duckling.freshness import run_summary
+
+    return run_summary(dag_id, sorted(set(days)), team_id).succeeded if days else set()
+
+
 def _dag_paused(dag_id: str) -> bool:
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
@@ -243,6 +249,17 @@ def reconcile(ducklings: dict[int, Duckling], start_dates: dict[str, dict[int, d
             findings.fixed.extend(c for c in compared if c.matches and repairs.get(c.day))
             findings.unresolved.extend(c for c in differing if c.day in repairs)
             new = [c for c in differing if c.day not in repairs]
+            if new:
+                # A day the lake holds nothing of and no scheduled, top-up or keyed run moved has not been moved
+                # yet (catch-up or a top-up has not reached it, or its runs failed): that is the DAG's and the
+                # later pass's to move, not a difference to repair.
+                empty = [c.day for c in new if c.lake.rows == 0]
+                moved = {c.day for c in new if c.lake.rows > 0} | _succeeded_days(dag_id, empty, duckling.team_id)
+                unmoved = sorted(c.day for c in new if c.day not in moved)
+                if unmoved:
+                    findings.skipped.append(f"team {duckling.team_id} {table}: not moved yet (no successful run) "
+                                            + ", ".join(d.isoformat() for d in unmoved))
+                new = [c for c in new if c.day in moved]
             if new and _dag_paused(dag_id):
                 findings.skipped.append(f"team {duckling.team_id} {table}: DAG paused, "
                                         f"{len(new)} differing day(s) not re-run")
