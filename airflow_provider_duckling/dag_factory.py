@@ -198,6 +198,7 @@ def build_team_dag(
 
 def housekeeping_dag(
     dag_id: str, cron: str, description: str, retries: int = 2, params: dict[str, Param] | None = None,
+    tags: tuple[str, ...] = ("duckling", "housekeeping"), doc_md: str | None = None,
 ) -> DAG:
     """A provider-wide DAG on a cron, latest run only, one at a time, on from the start; its failures reach
     the configured notifier like the team DAGs'."""
@@ -212,8 +213,9 @@ def housekeeping_dag(
         max_active_runs=1,
         is_paused_upon_creation=False,
         default_args={"owner": "duckling", "retries": retries, "retry_delay": dt.timedelta(minutes=1), **callback_args()},
-        tags=["duckling", "housekeeping"],
+        tags=list(tags),
         params=params,
+        doc_md=doc_md,
     )
 
 

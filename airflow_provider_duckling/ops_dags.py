@@ -17,10 +17,10 @@ import datetime as dt
 import logging
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, get_parsing_context, task
+from airflow.sdk import DAG, get_parsing_context, task
 
 from airflow_provider_duckling import settings
-from airflow_provider_duckling.alerts import callback_args
+from airflow_provider_duckling.dag_factory import housekeeping_dag
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +29,18 @@ RECONCILE_DAG_ID = "duckling_reconcile"
 
 
 def _ops_dag(dag_id: str, cron: str, description: str) -> DAG:
-    """Latest run only, one at a time, no retries (the failure is the report), the failure notifier on."""
-    return DAG(
-        dag_id=dag_id,
-        description=description,
-        schedule=CronTriggerTimetable(cron, timezone="UTC"),
-        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=False,
-        default_args={"owner": "duckling", "retries": 0, **callback_args()},
-        tags=["duckling", "operations"],
-        doc_md=__doc__,
-    )
+    """A housekeeping DAG without retries (the failure is the report), the failure notifier on."""
+    return housekeeping_dag(dag_id, cron, description, retries=0, tags=("duckling", "operations"), doc_md=__doc__)
+
+
+def _registry_inputs() -> Any:
+    """The registry and the remembered start dates, as the team DAGs see them; a broken registry fails the task."""
+    from airflow_provider_duckling.state import load_dag_inputs
+
+    inputs = load_dag_inputs()
+    if inputs.problems:
+        raise RuntimeError("duckling registry problem: " + "; ".join(inputs.problems))
+    return inputs
 
 
 def build_freshness_dag() -> DAG:
@@ -52,11 +51,8 @@ def build_freshness_dag() -> DAG:
         @task(task_id="check_freshness")
         def check_freshness() -> dict[str, Any]:
             from airflow_provider_duckling import freshness, metrics
-            from airflow_provider_duckling.state import load_dag_inputs
 
-            inputs = load_dag_inputs()
-            if inputs.problems:
-                raise RuntimeError("duckling registry problem: " + "; ".join(inputs.problems))
+            inputs = _registry_inputs()
             report, problems = freshness.collect(inputs.ducklings, inputs.start_dates, dt.datetime.now(dt.UTC))
             metrics.freshness(report)
             for line in problems:
@@ -87,11 +83,8 @@ def build_reconcile_dag() -> DAG:
             from airflow_provider_duckling import metrics
             from airflow_provider_duckling.freshness import last_closed_day
             from airflow_provider_duckling.reconcile import reconcile, trigger_arguments, window
-            from airflow_provider_duckling.state import load_dag_inputs
 
-            inputs = load_dag_inputs()
-            if inputs.problems:
-                raise RuntimeError("duckling registry problem: " + "; ".join(inputs.problems))
+            inputs = _registry_inputs()
             days = window(last_closed_day(dt.datetime.now(dt.UTC), settings.settle_delay()), settings.reconcile_days())
             findings = reconcile(inputs.ducklings, inputs.start_dates, days)
             metrics.reconciliation(findings.compared, findings.reruns)

@@ -33,7 +33,8 @@ from airflow_provider_duckling.sample_data import clickhouse_day_counts, insert_
 from airflow_provider_duckling.tables import EVENTS
 from tests.conftest import SESSION_DIR
 from tests.support.airflow_stack import new_metadata_db
-from tests.support.celery_stack import CeleryStack, HoldingProxy, make_celery_stack
+from tests.support.celery_stack import CeleryStack, make_celery_stack
+from tests.support.faulty_proxy import FaultyProxy
 from tests.support.stack import BASE_AWS_SECRET, CATALOG_PASSWORD, CLICKHOUSE_PASSWORD
 
 CATCHUP_TEAMS, KILL_TEAM = [310, 311, 312], 313  # team ids no other test uses (ClickHouse is shared)
@@ -44,16 +45,7 @@ DB = "airflow_celery"
 
 def _query(stack: Any, sql: str, *args: Any) -> list[tuple]:
     """Read this deployment's Airflow metadata database."""
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=stack.postgres.port, user=stack.postgres.user,
-                            password=stack.postgres.password, dbname=DB)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return stack.postgres.query(sql, *args, database=DB)
 
 
 def _run_states(stack: Any, dag_ids: list[str]) -> dict[tuple[str, dt.date], str]:
@@ -121,7 +113,7 @@ class Deployment:
 
     stack: Any
     celery: CeleryStack
-    proxy: HoldingProxy
+    proxy: FaultyProxy
     days: list[dt.date]
     catchup: list[Duckling]
     victim_lake: Duckling
@@ -154,7 +146,7 @@ def deployment(stack: Any) -> Iterator[Deployment]:
     write_registry([*catchup, victim_lake], registry)
 
     # The workers reach S3 through a proxy that can hold an upload mid-way (the rest of the suite: moto direct).
-    proxy = HoldingProxy(stack.moto.port)
+    proxy = FaultyProxy(stack.moto.port)
     lake_conn = json.loads(os.environ["AIRFLOW_CONN_DUCKLAKE_DEFAULT"])
     lake_conn["extra"]["s3_endpoint_url"] = proxy.url
     started = time.monotonic()

@@ -48,16 +48,7 @@ def test_team_dags_bound_exports_and_serialise_commits(stack):
 
 def _query(stack, sql: str) -> list[tuple]:
     """Read the fair-catch-up Airflow's metadata database."""
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=stack.postgres.port, user=stack.postgres.user,
-                            password=stack.postgres.password, dbname="airflow_fair")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return stack.postgres.query(sql, database="airflow_fair")
 
 
 def _export_instances(stack) -> list[tuple]:

@@ -29,7 +29,7 @@ from airflow_provider_duckling.freshness import (
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.ops_dags import FRESHNESS_DAG_ID
 from airflow_provider_duckling.sample_data import insert_events
-from tests.support.runs import logged_text, run, team_dag
+from tests.support.runs import failed_scheduled_run, logged_text, run, team_dag
 
 TODAY = dt.datetime.now(dt.UTC).date()
 DAYS = [TODAY - dt.timedelta(days=n) for n in (3, 2, 1)]  # the last three closed days, oldest first
@@ -230,7 +230,8 @@ def test_statsd_receives_moved_rows_and_bytes_and_every_table_s_freshness(stack,
     stack.use(fresh, late)
     for day in DAYS[:2]:  # team 260's events: the last closed day is missing (lag 1, allowed)
         assert run(260, day).state == "success"
-    _failed_scheduled_run("duckling_events_backfill_team_261", DAYS[1])  # team 261: nothing held, one failure
+    team_dag(261)  # team 261 has no run yet: its DAG must be serialised for the failed one
+    failed_scheduled_run("duckling_events_backfill_team_261", DAYS[1])  # team 261: nothing held, one failure
 
     sizes = {key: stack.s3().head_object(Bucket=fresh.bucket, Key=key)["ContentLength"] for key in stack.keys(fresh.bucket)}
     received = _ducklake_metrics(_datagrams(statsd), 260)
@@ -403,28 +404,3 @@ def _ops_dag(dag_id: str):
     bag = load_dags()
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag(dag_id)
-
-
-def _failed_scheduled_run(dag_id: str, day: dt.date) -> str:
-    """A scheduled run of ``day`` whose export failed after its retries, as the scheduler leaves it."""
-    from airflow.models.serialized_dag import SerializedDagModel
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState, TaskInstanceState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
-
-    from airflow_provider_duckling.airflow_env import load_dags
-
-    load_dags()
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    run_id = f"scheduled__{(start + dt.timedelta(days=1)).isoformat()}"  # Airflow names it by run_after
-    with create_session() as session:
-        dag = SerializedDagModel.get_dag(dag_id, session=session)
-        dag_run = dag.create_dagrun(
-            run_id=run_id, logical_date=start, data_interval=(start, start + dt.timedelta(days=1)),
-            run_after=start + dt.timedelta(days=1), conf={}, run_type=DagRunType.SCHEDULED,
-            triggered_by=DagRunTriggeredByType.TEST, state=DagRunState.FAILED, session=session,
-        )
-        for ti in dag_run.get_task_instances(session=session):
-            ti.state = {"export": TaskInstanceState.FAILED, "register": TaskInstanceState.UPSTREAM_FAILED}.get(
-                ti.task_id, TaskInstanceState.SUCCESS)
-    return run_id

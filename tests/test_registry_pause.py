@@ -23,6 +23,7 @@ from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.report import lake_day_counts
 from airflow_provider_duckling.sample_data import insert_events
 from airflow_provider_duckling.state import load_start_dates, remember_start_dates
+from tests.support.runs import failed_scheduled_run
 from tests.support.stack import DAYS
 
 PAUSED, ACTIVE, PAUSED_NEW = 241, 242, 243
@@ -45,26 +46,6 @@ def _runs(dag_id: str, prefix: str) -> list[str]:
     with create_session() as session:
         return sorted(r.run_id for r in session.query(DagRun).filter(DagRun.dag_id == dag_id,
                                                                      DagRun.run_id.like(f"{prefix}%")))
-
-
-def _failed_scheduled_run(dag_id: str, day: dt.date) -> None:
-    """A scheduled run of ``day`` whose export failed after its retries, as the scheduler would leave it."""
-    from airflow.models.serialized_dag import SerializedDagModel
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState, TaskInstanceState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
-
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    with create_session() as session:
-        dag = SerializedDagModel.get_dag(dag_id, session=session)
-        run = dag.create_dagrun(
-            run_id=f"scheduled__{(start + dt.timedelta(days=1)).isoformat()}", logical_date=start,
-            data_interval=(start, start + dt.timedelta(days=1)), run_after=start + dt.timedelta(days=1), conf={},
-            run_type=DagRunType.SCHEDULED, triggered_by=DagRunTriggeredByType.TEST, state=DagRunState.FAILED,
-            session=session,
-        )
-        for ti in run.get_task_instances(session=session):
-            ti.state = TaskInstanceState.FAILED if ti.task_id == "export" else TaskInstanceState.UPSTREAM_FAILED
 
 
 def _stored_timetable(dag_id: str):
@@ -129,7 +110,7 @@ def test_a_paused_team_keeps_its_dags_schedules_nothing_and_is_skipped_by_housek
     assert _runs(dag_id_for("events", PAUSED), "topup__") == []
     # The later pass: a failed scheduled run of each team; only the active one is re-run.
     for team in (PAUSED, ACTIVE):
-        _failed_scheduled_run(dag_id_for("events", team), failed_day)
+        failed_scheduled_run(dag_id_for("events", team), failed_day)
     assert bag.get_dag(RETRY_DAG_ID).test().state == "success"
     assert _runs(dag_id_for("events", ACTIVE), "later_pass__") == [f"later_pass__{ACTIVE}_{failed_day}"]
     assert _runs(dag_id_for("events", PAUSED), "later_pass__") == []

@@ -13,6 +13,7 @@ from airflow_provider_duckling.dag_factory import DISCOVERY_DAG_ID, HEALTH_DAG_I
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.sample_data import insert_events
 from airflow_provider_duckling.state import load_start_dates
+from tests.support.runs import failed_scheduled_run
 from tests.support.stack import DAYS
 
 
@@ -116,28 +117,6 @@ def test_top_up_waits_for_the_day_to_close_plus_the_settle_delay(monkeypatch):
     assert sensor.poke({"data_interval_end": now + dt.timedelta(hours=5)}) is True
 
 
-def _failed_scheduled_run(dag_id: str, day: dt.date) -> str:
-    """A scheduled run of ``day`` whose export failed after its retries, as the scheduler would leave it."""
-    from airflow.models.serialized_dag import SerializedDagModel
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState, TaskInstanceState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
-
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    run_id = f"scheduled__{(start + dt.timedelta(days=1)).isoformat()}"  # Airflow names it by run_after
-    with create_session() as session:
-        dag = SerializedDagModel.get_dag(dag_id, session=session)
-        run = dag.create_dagrun(
-            run_id=run_id, logical_date=start, data_interval=(start, start + dt.timedelta(days=1)),
-            run_after=start + dt.timedelta(days=1), conf={}, run_type=DagRunType.SCHEDULED,
-            triggered_by=DagRunTriggeredByType.TEST, state=DagRunState.FAILED, session=session,
-        )
-        for ti in run.get_task_instances(session=session):
-            ti.state = {"export": TaskInstanceState.FAILED, "register": TaskInstanceState.UPSTREAM_FAILED}.get(
-                ti.task_id, TaskInstanceState.SUCCESS)
-    return run_id
-
-
 def test_later_pass_reruns_each_failed_partition_once(stack):
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
@@ -148,7 +127,7 @@ def test_later_pass_reruns_each_failed_partition_once(stack):
     stack.use(duckling)
     bag = load_dags()
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    _failed_scheduled_run("duckling_events_backfill_team_2", yesterday)
+    failed_scheduled_run("duckling_events_backfill_team_2", yesterday)
 
     for _ in range(2):  # the second pass finds the same failure and does not trigger it again
         assert bag.get_dag(RETRY_DAG_ID).test().state == "success"

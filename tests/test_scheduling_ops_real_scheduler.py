@@ -32,16 +32,7 @@ DB = "airflow_ops14"
 
 
 def _query(stack: Any, sql: str, *args: Any) -> list[tuple]:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=stack.postgres.port, user=stack.postgres.user,
-                            password=stack.postgres.password, dbname=DB)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return stack.postgres.query(sql, *args, database=DB)
 
 
 def _runs(stack: Any, dag_id: str) -> dict[str, tuple]:

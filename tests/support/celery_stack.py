@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,78 +197,3 @@ def make_celery_stack(
         redis.stop()
         raise
     return CeleryStack(airflow, redis)
-
-
-# ---------------------------------------------------------------- a proxy that holds an upload
-
-
-class HoldingProxy:
-    """Forwards 127.0.0.1:<port> to 127.0.0.1:<target_port>; :meth:`hold_after` stops forwarding client
-    bytes once that many more have passed (the request stays open, half sent) until :meth:`release`.
-    :attr:`holding` is set while a connection is held."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self._budget: int | None = None
-        self._gate = threading.Event()
-        self._gate.set()
-        self.holding = threading.Event()
-        self.upstream_bytes = 0
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def hold_after(self, n_bytes: int) -> None:
-        with self._lock:
-            self._budget = self.upstream_bytes + n_bytes
-
-    def release(self) -> None:
-        with self._lock:
-            self._budget = None
-        self._gate.set()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if upstream:
-                    with self._lock:
-                        self.upstream_bytes += len(data)
-                        if self._budget is not None and self.upstream_bytes >= self._budget:
-                            self._budget = None
-                            self._gate.clear()
-                            self.holding.set()
-                    self._gate.wait()
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._closed = True
-        self.release()
-        self._listener.close()

@@ -1,6 +1,6 @@
-"""A TCP proxy on loopback that can cut a real connection mid-stream: the way the suite takes S3 or
-PostgreSQL "down" at the worst moment without mocking either. It can also record what a client sends (what
-a proxy or load balancer in front of a server would see)."""
+"""A TCP proxy on loopback that can cut a real connection mid-stream, or hold it half sent: the way the
+suite takes S3 or PostgreSQL "down" at the worst moment without mocking either. It can also record what a
+client sends (what a proxy or load balancer in front of a server would see)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ class FaultyProxy:
     """Forwards 127.0.0.1:<port> to 127.0.0.1:<target_port>.
 
     ``arm(after_bytes, down_for)`` cuts every connection once ``after_bytes`` more bytes went upstream,
-    then refuses connections for ``down_for`` seconds. With ``record``, every byte sent upstream is kept,
+    then refuses connections for ``down_for`` seconds. ``hold_after(n_bytes)`` instead stops forwarding
+    client bytes once that many more have passed (the request stays open, half sent) until :meth:`release`;
+    :attr:`holding` is set while a connection is held. With ``record``, every byte sent upstream is kept,
     per connection, in :attr:`recorded`.
     """
 
@@ -30,6 +32,10 @@ class FaultyProxy:
         self._down_for = 0.0
         self.upstream_bytes = 0
         self.cuts = 0
+        self._hold_budget: int | None = None
+        self._gate = threading.Event()
+        self._gate.set()
+        self.holding = threading.Event()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -45,6 +51,15 @@ class FaultyProxy:
     def disarm(self) -> None:
         with self._lock:
             self._budget = None
+
+    def hold_after(self, n_bytes: int) -> None:
+        with self._lock:
+            self._hold_budget = self.upstream_bytes + n_bytes
+
+    def release(self) -> None:
+        with self._lock:
+            self._hold_budget = None
+        self._gate.set()
 
     def _cut(self) -> None:
         with self._lock:
@@ -93,9 +108,14 @@ class FaultyProxy:
                     with self._lock:
                         self.upstream_bytes += len(data)
                         trip = self._budget is not None and self.upstream_bytes >= self._budget
+                        if self._hold_budget is not None and self.upstream_bytes >= self._hold_budget:
+                            self._hold_budget = None
+                            self._gate.clear()
+                            self.holding.set()
                     if trip:
                         self._cut()
                         return
+                    self._gate.wait()
                 sink.sendall(data)
         except OSError:
             pass
@@ -111,4 +131,5 @@ class FaultyProxy:
 
     def close(self) -> None:
         self._closed = True
+        self.release()
         self._listener.close()

@@ -96,6 +96,18 @@ class PostgresServer:
         finally:
             conn.close()
 
+    def query(self, sql: str, *args: object, database: str = "postgres") -> list[tuple]:
+        """Rows of one read (bound parameters), e.g. of an Airflow metadata database the suite started."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname=database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args or None)  # no arguments: a literal % stays as it is
+                return cur.fetchall()
+        finally:
+            conn.close()
+
     def create_database(self, name: str) -> None:
         self.psql(f'DROP DATABASE IF EXISTS "{name}"')
         self.psql(f'CREATE DATABASE "{name}"')
