@@ -66,10 +66,11 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: TableSpec) -> bool:
 
 #: The persons_current view: each distinct_id's latest row (the latest change, then the latest export of
 #: it), tombstones (``id IS NULL``: no live person at that time) left out.
+PERSONS_LATEST_FIRST = ("ORDER BY _timestamp DESC, _inserted_at DESC, person_distinct_id_version DESC, "
+                        "person_version DESC NULLS FIRST")
 PERSONS_CURRENT_SQL = (
     "SELECT * EXCLUDE (_rank) FROM (SELECT *, row_number() OVER (PARTITION BY team_id, distinct_id "
-    "ORDER BY _timestamp DESC, _inserted_at DESC, person_distinct_id_version DESC, person_version DESC NULLS FIRST) "
-    f"AS _rank FROM {qualified(PERSONS)}) WHERE _rank = 1 AND id IS NOT NULL"
+    f"{PERSONS_LATEST_FIRST}) AS _rank FROM {qualified(PERSONS)}) WHERE _rank = 1 AND id IS NOT NULL"
 )
 
 

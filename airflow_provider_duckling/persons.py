@@ -34,6 +34,8 @@ from airflow_provider_duckling.quoting import clickhouse_ident
 #: The day's UTC bounds, from the bound ``{day:Date}`` parameter.
 _START = "toDateTime({day:Date}, 'UTC')"
 _END = "toDateTime({day:Date} + 1, 'UTC')"
+#: The start of the bound ``{since:Date}`` parameter's UTC day (reconciliation's window).
+_SINCE = "toDateTime({since:Date}, 'UTC')"
 
 #: The lake columns of persons, as ClickHouse expressions over the reconstructed state ``s``.
 #: A row is a tombstone when ``s.live`` is false: every person column is then NULL.
@@ -55,20 +57,65 @@ def _table(database: str, name: str, alias: str) -> str:
     return f"{clickhouse_ident(database)}.{clickhouse_ident(name)} AS {alias}"
 
 
-def _changed_distinct_ids(database: str) -> str:
-    """Distinct_ids whose answer may have changed during the day: a mapping version arrived, or a version of
-    a person they were ever mapped to (before the day's end) did."""
+def _changed_distinct_ids(database: str, start: str, end: str | None) -> str:
+    """Distinct_ids whose answer may have changed in [``start``, ``end``) (no end: up to now): a mapping
+    version arrived, or a version of a person they were ever mapped to (before ``end``) did."""
     mappings = _table(database, "person_distinct_id2", "c")
     moved = _table(database, "person_distinct_id2", "cm")
     persons = _table(database, "person", "cp")
+    upto_c = f" AND c._timestamp < {end}" if end else ""
+    upto_cm = f" AND cm._timestamp < {end}" if end else ""
+    upto_cp = f" AND cp._timestamp < {end}" if end else ""
     return (
         f"SELECT c.distinct_id FROM {mappings}\n"
-        f"        WHERE c.team_id = {{team_id:Int64}} AND c._timestamp >= {_START} AND c._timestamp < {_END}\n"
+        f"        WHERE c.team_id = {{team_id:Int64}} AND c._timestamp >= {start}{upto_c}\n"
         "        UNION DISTINCT\n"
         f"        SELECT cm.distinct_id FROM {moved}\n"
-        f"        WHERE cm.team_id = {{team_id:Int64}} AND cm._timestamp < {_END} AND cm.person_id IN (\n"
+        f"        WHERE cm.team_id = {{team_id:Int64}}{upto_cm} AND cm.person_id IN (\n"
         f"            SELECT cp.id FROM {persons}\n"
-        f"            WHERE cp.team_id = {{team_id:Int64}} AND cp._timestamp >= {_START} AND cp._timestamp < {_END})"
+        f"            WHERE cp.team_id = {{team_id:Int64}} AND cp._timestamp >= {start}{upto_cp})"
+    )
+
+
+def _state(database: str, changed_from: str | None, as_of: str | None) -> str:
+    """The state SELECT: one row per distinct_id (those changed since ``changed_from``, else every one of the
+    team) with its latest mapping and the latest version of the person it maps to, counting only versions
+    that arrived before ``as_of`` (none: every version)."""
+    cutoff_m = f" AND m._timestamp < {as_of}" if as_of else ""
+    cutoff_p = f" AND q._timestamp < {as_of}" if as_of else ""
+    changed = _changed_distinct_ids(database, changed_from, as_of) if changed_from else ""
+    keys = f" AND m.distinct_id IN (\n        {changed})" if changed else ""
+    keys_p = f" AND mp.distinct_id IN (\n            {changed})" if changed else ""
+    mapping = (
+        "SELECT m.team_id AS m_team_id, m.distinct_id AS m_distinct_id,\n"
+        "           argMax(m.person_id, m.version) AS m_person_id, max(m.version) AS m_version,\n"
+        "           argMax(m.is_deleted, m.version) AS m_is_deleted, argMax(m._timestamp, m.version) AS m_timestamp\n"
+        f"    FROM {_table(database, 'person_distinct_id2', 'm')}\n"
+        f"    WHERE m.team_id = {{team_id:Int64}}{cutoff_m}{keys}\n"
+        "    GROUP BY m.team_id, m.distinct_id"
+    )
+    wanted_persons = (
+        f" AND q.id IN (\n        SELECT mp.person_id FROM {_table(database, 'person_distinct_id2', 'mp')}\n"
+        f"        WHERE mp.team_id = {{team_id:Int64}}{keys_p})" if changed else ""
+    )
+    person = (
+        "SELECT q.id AS p_id, argMax(q.properties, q.version) AS p_properties,\n"
+        "           argMax(q.is_identified, q.version) AS p_is_identified, argMax(q.created_at, q.version) AS p_created_at,\n"
+        "           max(q.version) AS p_version, argMax(q.is_deleted, q.version) AS p_is_deleted,\n"
+        "           argMax(q._timestamp, q.version) AS p_timestamp, 1 AS p_present\n"
+        f"    FROM {_table(database, 'person', 'q')}\n"
+        f"    WHERE q.team_id = {{team_id:Int64}}{cutoff_p}{wanted_persons}\n"
+        "    GROUP BY q.id"
+    )
+    return (
+        "SELECT pd.m_team_id AS team_id, pd.m_distinct_id AS distinct_id, pd.m_person_id AS person_id,\n"
+        "           pd.m_version AS mapping_version,\n"
+        "           (pd.m_is_deleted = 0 AND p.p_present = 1 AND p.p_is_deleted = 0) AS live,\n"
+        "           p.p_properties AS properties, p.p_is_identified AS is_identified, p.p_created_at AS created_at,\n"
+        "           p.p_version AS person_version,\n"
+        "           greatest(pd.m_timestamp, if(p.p_present = 1, p.p_timestamp, pd.m_timestamp)) AS changed_at\n"
+        f"    FROM ({mapping}) AS pd\n"
+        f"    LEFT JOIN ({person}) AS p ON p.p_id = pd.m_person_id"
     )
 
 
@@ -80,43 +127,17 @@ def state_source(database: str, daily: bool) -> str:
     stored column is qualified and every aggregate has a name no column has, so no setting that changes how
     names resolve can change the answer.
     """
-    cutoff_m = f" AND m._timestamp < {_END}" if daily else ""
-    cutoff_p = f" AND q._timestamp < {_END}" if daily else ""
-    keys = f" AND m.distinct_id IN (\n        {_changed_distinct_ids(database)})" if daily else ""
-    keys_p = f" AND mp.distinct_id IN (\n            {_changed_distinct_ids(database)})" if daily else ""
-    mapping = (
-        "SELECT m.team_id AS m_team_id, m.distinct_id AS m_distinct_id,\n"
-        "           argMax(m.person_id, m.version) AS m_person_id, max(m.version) AS m_version,\n"
-        "           argMax(m.is_deleted, m.version) AS m_is_deleted, argMax(m._timestamp, m.version) AS m_timestamp\n"
-        f"    FROM {_table(database, 'person_distinct_id2', 'm')}\n"
-        f"    WHERE m.team_id = {{team_id:Int64}}{cutoff_m}{keys}\n"
-        "    GROUP BY m.team_id, m.distinct_id"
-    )
-    wanted_persons = (
-        f" AND q.id IN (\n        SELECT mp.person_id FROM {_table(database, 'person_distinct_id2', 'mp')}\n"
-        f"        WHERE mp.team_id = {{team_id:Int64}}{keys_p})" if daily else ""
-    )
-    person = (
-        "SELECT q.id AS p_id, argMax(q.properties, q.version) AS p_properties,\n"
-        "           argMax(q.is_identified, q.version) AS p_is_identified, argMax(q.created_at, q.version) AS p_created_at,\n"
-        "           max(q.version) AS p_version, argMax(q.is_deleted, q.version) AS p_is_deleted,\n"
-        "           argMax(q._timestamp, q.version) AS p_timestamp, 1 AS p_present\n"
-        f"    FROM {_table(database, 'person', 'q')}\n"
-        f"    WHERE q.team_id = {{team_id:Int64}}{cutoff_p}{wanted_persons}\n"
-        "    GROUP BY q.id"
-    )
-    state = (
-        "SELECT pd.m_team_id AS team_id, pd.m_distinct_id AS distinct_id, pd.m_person_id AS person_id,\n"
-        "           pd.m_version AS mapping_version,\n"
-        "           (pd.m_is_deleted = 0 AND p.p_present = 1 AND p.p_is_deleted = 0) AS live,\n"
-        "           p.p_properties AS properties, p.p_is_identified AS is_identified, p.p_created_at AS created_at,\n"
-        "           p.p_version AS person_version,\n"
-        "           greatest(pd.m_timestamp, if(p.p_present = 1, p.p_timestamp, pd.m_timestamp)) AS changed_at\n"
-        f"    FROM ({mapping}) AS pd\n"
-        f"    LEFT JOIN ({person}) AS p ON p.p_id = pd.m_person_id"
-    )
-    where = f"\nWHERE s.changed_at >= {_START} AND s.changed_at < {_END}" if daily else ""
-    return f"FROM (\n    {state}\n) AS s{where}"
+    if not daily:
+        return f"FROM (\n    {_state(database, None, None)}\n) AS s"
+    return (f"FROM (\n    {_state(database, _START, _END)}\n) AS s"
+            f"\nWHERE s.changed_at >= {_START} AND s.changed_at < {_END}")
+
+
+def changed_since_source(database: str) -> str:
+    """``FROM …`` giving ``s``: the **current** answer of every distinct_id whose answer may have changed
+    since the start of ``{since:Date}`` (UTC). Only the latest versions count, which merges never remove:
+    what reconciliation compares (:mod:`airflow_provider_duckling.reconcile`)."""
+    return f"FROM (\n    {_state(database, _SINCE, None)}\n) AS s"
 
 
 # ---------------------------------------------------------------- the baseline: the team's full export

@@ -132,8 +132,38 @@ def measure(bench, changed: int, multiple: int, repeat: int) -> str:
         ["small (1×)", f"{sizes[SMALL]:,}", f"{rows[SMALL]:,}", f"{med[SMALL]['total']:.3f} s",
          f"{med[SMALL]['export']:.3f} s", f"{med[SMALL]['register']:.3f} s", "1.00", "", ""],
     ])
+    reconciled = _reconciliation(clickhouse, teams, repeat)
     return (f"\nP8 persons top-up of {DAY}: {changed:,} persons changed and {changed // 10:,} distinct_ids moved "
-            f"(median of {repeat})\n{table}")
+            f"(median of {repeat})\n{table}\n{reconciled}")
+
+
+def _reconciliation(clickhouse, teams: dict, repeat: int) -> str:
+    """The reconciliation's persons comparison of the day, after its top-up: ClickHouse's current answers of the
+    keys changed since the day, and the lake's latest rows of the day; large ÷ small, alternating."""
+    from airflow_provider_duckling.cli.lake_read import attached
+    from airflow_provider_duckling.reconcile import lake_latest_persons_days, source_persons_days
+
+    def one(team: int) -> tuple[float, float, bool]:
+        began = time.perf_counter()
+        source, later = source_persons_days(clickhouse, team, DAY, DAY)
+        middle = time.perf_counter()
+        with attached(teams[team]) as con:
+            lake = lake_latest_persons_days(con, team, DAY, DAY, later)
+        return middle - began, time.perf_counter() - middle, source == lake
+
+    one(SMALL), one(LARGE)  # warm-up
+    times: dict[int, list[tuple[float, float, bool]]] = {SMALL: [], LARGE: []}
+    for i in range(repeat):
+        for team in ((LARGE, SMALL) if i % 2 == 0 else (SMALL, LARGE)):
+            times[team].append(one(team))
+    med = {t: (_stack.median([a for a, _, _ in r]), _stack.median([b for _, b, _ in r])) for t, r in times.items()}
+    rows = []
+    for team, label in ((LARGE, "large"), (SMALL, "small")):
+        ch, lake = med[team]
+        rows.append([label, f"{ch:.3f} s", f"{ch / med[SMALL][0]:.2f}", f"{lake:.3f} s", f"{lake / med[SMALL][1]:.2f}",
+                     str(all(m for _, _, m in times[team]))])
+    table = _stack.table(["team", "ClickHouse side", "÷ small", "lake side", "÷ small", "day matches"], rows)
+    return f"Reconciliation's persons comparison of {DAY} (median of {repeat})\n{table}"
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ import json
 import logging
 import uuid
 
-import pytest
-
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.ops_dags import RECONCILE_DAG_ID
@@ -31,20 +29,20 @@ from airflow_provider_duckling.sample_data import (
 from tests.support.runs import logged_text, run, team_dag
 from tests.test_freshness_alerts import _datagrams, statsd  # noqa: F401 - the StatsD listener fixture
 
-TEAM, PAUSED = 270, 271
+TEAM, PAUSED, LAGGING = 270, 271, 279
 TODAY = dt.datetime.now(dt.UTC).date()
 DAYS = [TODAY - dt.timedelta(days=n) for n in (3, 2, 1)]  # the reconciled window: the last 3 closed days
 
 
-def _persons(ch: ClickHouseHook, day: dt.date, count: int, tag: str) -> list[str]:
+def _persons(ch: ClickHouseHook, day: dt.date, count: int, tag: str, team: int = TEAM) -> list[str]:
     """``count`` new persons at noon of ``day``, two distinct_ids each; returns their ids."""
     ids = []
     for n in range(count):
-        person = str(uuid.uuid5(uuid.NAMESPACE_URL, f"reconcile/{TEAM}/{tag}/{n}"))
+        person = str(uuid.uuid5(uuid.NAMESPACE_URL, f"reconcile/{team}/{tag}/{n}"))
         at = dt.datetime.combine(day, dt.time(12, n), tzinfo=dt.UTC)
-        insert_person(ch, TEAM, person, 1, at, properties=json.dumps({"email": f"{tag}{n}@example.com"}))
+        insert_person(ch, team, person, 1, at, properties=json.dumps({"email": f"{tag}{n}@example.com"}))
         for suffix in ("a", "b"):
-            insert_distinct_id(ch, TEAM, f"{tag}{n}-{suffix}", person, 1, at)
+            insert_distinct_id(ch, team, f"{tag}{n}-{suffix}", person, 1, at)
         ids.append(person)
     return ids
 
@@ -107,15 +105,18 @@ def _run_queued(dag_id: str, run_id: str) -> str:
 def _all_compared(duckling) -> list:
     from airflow_provider_duckling import settings
 
-    return [*compare_events(duckling, DAYS, ClickHouseHook()),
-            *compare_persons(duckling, DAYS, ClickHouseHook(), settings.settle_delay())]
+    compared, waiting = compare_persons(duckling, DAYS, ClickHouseHook(), settings.settle_delay())
+    assert waiting == []
+    return [*compare_events(duckling, DAYS, ClickHouseHook()), *compared]
 
 
-@pytest.mark.xfail(strict=False, reason="fails whenever ClickHouse has merged the person table's parts before the "
-                   "comparison (after tests/test_persons.py, say): the ReplacingMergeTree drops the superseded version, "
-                   "so the source's as-of-day answer of a past day becomes a tombstone while the lake rightly holds "
-                   "the version of that day. Issue 14 stays open until reconciliation compares what merges cannot "
-                   "change")
+def _merge_persons(ch: ClickHouseHook) -> None:
+    """Merge the person tables' parts: the ReplacingMergeTrees drop every superseded version, as ClickHouse
+    does on its own at any time (this made the comparison flaky when it read as-of-day answers)."""
+    for table in ("person", "person_distinct_id2"):
+        ch.execute(f"OPTIMIZE TABLE {ch.database}.{table} FINAL")
+
+
 def test_reconciliation_finds_a_corrupted_lake_day_and_source_day_and_repairs_them_once(
         stack, statsd, monkeypatch, caplog, capfd):  # noqa: F811 - the imported fixture
     caplog.set_level(logging.INFO)
@@ -140,6 +141,8 @@ def test_reconciliation_finds_a_corrupted_lake_day_and_source_day_and_repairs_th
                   properties='{"email": "changed@example.com"}')
     for day in DAYS[1:]:
         assert run(TEAM, day, "persons").state == "success"
+    _merge_persons(ch)  # first[0]'s version 1, which the lake's full export holds, is gone from ClickHouse
+    assert ch.query_rows(f"SELECT count() FROM {ch.database}.person WHERE id = {{p:UUID}}", {"p": first[0]}) == [(1,)]
     assert all(c.matches for c in _all_compared(duckling))
     assert {(c.table, c.day) for c in _all_compared(duckling)} == {(t, d) for t in ("events", "persons") for d in DAYS}
 
@@ -207,3 +210,48 @@ def _reconcile_dag():
     bag = load_dags()
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag(RECONCILE_DAG_ID)
+
+
+def _persons_tallies(duckling, moved_by_runs) -> tuple[list[tuple[dt.date, int, int, bool]], list[dt.date]]:
+    from airflow_provider_duckling import settings
+
+    compared, waiting = compare_persons(duckling, DAYS, ClickHouseHook(), settings.settle_delay(), moved_by_runs)
+    return [(c.day, c.source.rows, c.lake.rows, c.matches) for c in compared], waiting
+
+
+def test_persons_days_compare_latest_answers_up_to_the_first_day_not_moved(stack, monkeypatch):
+    """A lake a day behind (the last day's top-up not run yet), after ClickHouse merged away the versions the
+    lake's earlier rows hold: the moved days match, the day not moved waits, and a lake row lost is seen."""
+    monkeypatch.setenv("AIRFLOW__DUCKLING__SETTLE_MINUTES", "0")
+    ch = ClickHouseHook()
+    duckling = stack.new_duckling(LAGGING, "reconcile", start_date=DAYS[0])
+    stack.use(duckling)
+    people = _persons(ch, DAYS[0], 3, "lag0-", LAGGING)
+    assert run(LAGGING, DAYS[0], "persons").state == "success"  # the full export
+    _persons(ch, DAYS[1], 1, "lag1-", LAGGING)
+    insert_person(ch, LAGGING, people[0], 2, dt.datetime.combine(DAYS[1], dt.time(10), tzinfo=dt.UTC),
+                  properties='{"email": "second@example.com"}')
+    assert run(LAGGING, DAYS[1], "persons").state == "success"
+    for person in people[:2]:  # changed again on the last day, whose top-up has not run
+        insert_person(ch, LAGGING, person, 3, dt.datetime.combine(DAYS[2], dt.time(9), tzinfo=dt.UTC),
+                      properties='{"email": "third@example.com"}')
+    _merge_persons(ch)
+
+    nothing_ran = lambda empty: set()  # noqa: E731 - no Airflow run moved the last day
+    # lag0-0/1 changed after the last moved day: left out on both sides (the lake's DAYS[0] and DAYS[1] rows
+    # of them are right for their time); lag0-2 is the first day's, lag1-0 the second's.
+    assert _persons_tallies(duckling, nothing_ran) == ([(DAYS[0], 2, 2, True), (DAYS[1], 2, 2, True)], [DAYS[2]])
+    # Counting the last day as moved shows why the prefix matters: the lake's older rows of lag0-0 and lag0-1
+    # would read as the earlier days' latest, and the last day as missing.
+    assert _persons_tallies(duckling, None) == (
+        [(DAYS[0], 2, 4, False), (DAYS[1], 2, 4, False), (DAYS[2], 4, 0, False)], [])
+
+    assert run(LAGGING, DAYS[2], "persons").state == "success"
+    assert _persons_tallies(duckling, nothing_ran) == (
+        [(DAYS[0], 2, 2, True), (DAYS[1], 2, 2, True), (DAYS[2], 4, 4, True)], [])
+    # A lake row lost: lag0-0-a's latest row is now the second day's, stale; both days differ.
+    with DuckLakeHook().attach(duckling) as con:
+        con.execute(f"DELETE FROM lake.posthog.persons WHERE team_id = {LAGGING} AND distinct_id = 'lag0-0-a' "
+                    f"AND CAST(_timestamp AS DATE) = DATE '{DAYS[2]}'")
+    assert _persons_tallies(duckling, nothing_ran) == (
+        [(DAYS[0], 2, 2, True), (DAYS[1], 2, 3, False), (DAYS[2], 4, 3, False)], [])
