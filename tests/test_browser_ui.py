@@ -3,7 +3,7 @@
 A real api-server, scheduler (LocalExecutor) and dag-processor run on loopback with the project's DAGs
 and a password login (simple auth manager); Chromium from the OS packages is driven by Playwright.
 Team 300's lake is on S3 (moto) with a PostgreSQL catalog and no start date (only hand-triggered runs);
-team 301's lake is embedded (local files, DuckDB catalog) and catches up two days once switched on.
+team 301's lake is embedded (local files, DuckDB catalog) and catches up six days once switched on.
 Every step saves a screenshot into ``test-artifacts/browser-ui/`` (the best few are in docs/images/).
 """
 
@@ -32,6 +32,9 @@ from tests.support.browser import api_get, artifacts_dir, launch
 S3_TEAM, LOCAL_TEAM = 300, 301  # team ids no other test uses (ClickHouse is shared)
 S3_DAYS = [dt.date(2024, 5, 1) + dt.timedelta(days=n) for n in range(3)]
 S3_ROWS, LOCAL_ROWS = 40, 25
+LOCAL_DAY_COUNT = 6  # more than the DAG's max_active_runs (4): switched off mid catch-up, days are left
+#: How long a switched-off DAG is watched doing nothing: 15 of the scheduler's 1-second loops.
+OFF_WATCH_SECONDS = 15
 DB = "airflow_browser_ui"
 USER, PASSWORD = "admin", "ui-admin-pw"
 S3_DAG, LOCAL_DAG = dag_id_for("events", S3_TEAM), dag_id_for("events", LOCAL_TEAM)
@@ -53,11 +56,12 @@ def ui(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     ch = ClickHouseHook()
     insert_events(ch, S3_TEAM, S3_DAYS[0], S3_ROWS, days=len(S3_DAYS))
-    insert_events(ch, LOCAL_TEAM, yesterday - dt.timedelta(days=1), LOCAL_ROWS, days=2)
+    first_local_day = yesterday - dt.timedelta(days=LOCAL_DAY_COUNT - 1)
+    insert_events(ch, LOCAL_TEAM, first_local_day, LOCAL_ROWS, days=LOCAL_DAY_COUNT)
     s3_lake = stack.new_duckling(S3_TEAM, "ui", start_date=None)
     monkeypatch.setenv("AIRFLOW_CONN_DUCKLAKE_LOCAL",
                        json.dumps({"conn_type": "ducklake", "extra": {"local_root": str(root / "lakes")}}))
-    local_lake = _embedded_duckling(yesterday - dt.timedelta(days=1))
+    local_lake = _embedded_duckling(first_local_day)
     registry = root / "ducklings.yaml"
     write_registry([s3_lake, local_lake], registry)
     passwords = root / "passwords.json"
@@ -113,6 +117,36 @@ def _wait_for_dags(page: Any, dag_ids: list[str], timeout: float = 120) -> None:
             return
         time.sleep(1)
     raise AssertionError(f"DAGs not listed after {timeout:.0f} s: {sorted(set(dag_ids) - listed)}")
+
+
+def _wait_until(probe: Any, what: str, ui: Any, timeout: float = 180) -> Any:
+    """``probe()``'s first truthy answer (a deadline, not a timed assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = probe()
+        if answer:
+            return answer
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} after {timeout:.0f} s\nscheduler:\n{ui.log_tail('scheduler')}")
+
+
+def _settled_tasks(page: Any, dag_id: str) -> dict[tuple[str, str], str | None] | None:
+    """Every task instance of ``dag_id`` → state, once none is queued or running (else None): what a
+    switched-off DAG's runs hold when the tasks already started have ended."""
+    answer = api_get(page, f"/api/v2/dags/{dag_id}/dagRuns/~/taskInstances?limit=100")
+    assert answer["status"] == 200, answer
+    states = {(t["dag_run_id"], t["task_id"]): t["state"] for t in answer["body"]["task_instances"]}
+    return None if not states or {"queued", "running"} & set(states.values()) else states
+
+
+def _runs_page_shows(page: Any, dag_id: str, count: int, state: str | None = None) -> None:
+    """Open the DAG's Runs tab and wait until it lists ``count`` runs (all in ``state`` when given)."""
+    from playwright.sync_api import expect
+
+    page.goto(f"dags/{dag_id}/runs")
+    expect(page.get_by_text(re.compile(rf"^{count} Dag Runs?$"))).to_be_visible()
+    if state:
+        expect(page.get_by_role("row").filter(has_text=state)).to_have_count(count)
 
 
 def _task_state(page: Any, dag_id: str, run_id: str, task_id: str) -> tuple[str | None, int]:
@@ -245,17 +279,33 @@ def test_a_person_runs_a_partition_through_the_airflow_ui(ui: Any) -> None:
             expect(page.get_by_text(f"event=already_registered partition={key} table=events rows={S3_ROWS}")).to_be_visible()
             shot("cleared task ran again")
 
-            # 10. Switch team 301's DAG on: it catches up its two days (embedded lake); then off again.
+            # 10. Team 301's DAG has been off since the start with six days due, and nothing ran. Switched on,
+            #     catch-up starts; switched off at once, nothing new is scheduled (no run created, no task
+            #     started) while the scheduler keeps looping; switched on again, the rest of catch-up runs and
+            #     the lake holds every day exactly once.
             assert _runs(page, LOCAL_DAG) == {}
             page.goto(f"dags/{LOCAL_DAG}")
             toggle = page.get_by_test_id("toggle-pause")
             toggle.click()
-            runs = _wait_for_runs(page, LOCAL_DAG, 2, ui)
-            assert set(runs.values()) == {"success"}, runs
-            assert lake_day_counts(local_lake, "events", "ducklake_local") == clickhouse_day_counts(ch, LOCAL_TEAM)
-            page.reload()
-            shot("switched on and caught up")
+            _wait_until(lambda: _runs(page, LOCAL_DAG), "a catch-up run", ui)
             toggle.click()
+            expect(page.get_by_test_id("toggle-pause")).not_to_be_checked()
+            assert api_get(page, f"/api/v2/dags/{LOCAL_DAG}")["body"]["is_paused"] is True
+            when_off = _wait_until(lambda: _settled_tasks(page, LOCAL_DAG), "the started tasks to end", ui)
+            time.sleep(OFF_WATCH_SECONDS)  # the window watched: the scheduler loops once a second
+            assert _settled_tasks(page, LOCAL_DAG) == when_off
+            off_runs = _runs(page, LOCAL_DAG)
+            assert 1 <= len(off_runs) < LOCAL_DAY_COUNT and "success" not in off_runs.values(), off_runs
+            _runs_page_shows(page, LOCAL_DAG, len(off_runs))
+            shot("switched off mid catch-up")
+            page.get_by_test_id("toggle-pause").click()
+            runs = _wait_for_runs(page, LOCAL_DAG, LOCAL_DAY_COUNT, ui)
+            assert set(runs.values()) == {"success"} and set(off_runs) <= set(runs), runs
+            assert lake_day_counts(local_lake, "events", "ducklake_local") == clickhouse_day_counts(ch, LOCAL_TEAM)
+            assert len(clickhouse_day_counts(ch, LOCAL_TEAM)) == LOCAL_DAY_COUNT
+            _runs_page_shows(page, LOCAL_DAG, LOCAL_DAY_COUNT, "Success")
+            shot("switched on and caught up")
+            page.get_by_test_id("toggle-pause").click()
             expect(page.get_by_test_id("toggle-pause")).not_to_be_checked()
             assert api_get(page, f"/api/v2/dags/{LOCAL_DAG}")["body"]["is_paused"] is True
 
