@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.airflow_stack import AirflowStack, make_airflow_stack
-from tests.support.services import free_port, wait_for_port
+from tests.support.services import free_port, stop_process, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_NAME_VARIABLE = "DUCKLING_TEST_CELERY_WORKER"
@@ -49,11 +49,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 def start_redis(root: Path) -> RedisServer:

@@ -629,14 +629,11 @@ class ChdbHttpServer:
         return self._stderr_text
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate the process (SIGTERM), kill it if it does not exit in time."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        """Terminate the process (SIGTERM), kill it if it does not exit in time (imported here: the server
+        process itself never loads the test services)."""
+        from tests.support.services import stop_process
+
+        stop_process(self.process, timeout)
         if self.process.stdout:
             self.process.stdout.close()
         self.stderr()

@@ -175,11 +175,19 @@ class MotoServer:
             return response.read()
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL when the process has not exited within ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
 
 
 def start_moto(workdir: Path) -> MotoServer:
@@ -215,8 +223,7 @@ def iam_enforcing_moto(cwd: Path, user: str, policy: dict) -> Iterator[tuple[str
         iam.put_user_policy(UserName=user, PolicyName="initial", PolicyDocument=json.dumps(policy))
         yield url, key
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
 
 
 @contextlib.contextmanager
