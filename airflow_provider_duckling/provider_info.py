@@ -98,5 +98,5 @@ def provider_info(version: str) -> dict[str, Any]:
         "versions": [version],
         "connection-types": [CLICKHOUSE_CONNECTION, DUCKLAKE_CONNECTION],
         "hook-class-names": [CLICKHOUSE_CONNECTION["hook-class-name"], DUCKLAKE_CONNECTION["hook-class-name"]],
-        "extra-links": ["airflow_provider_duckling.links.ExportedObjectsLink"],
+        "extra-links": ["airflow_provider_duckling.links.exported_objects.ExportedObjectsLink"],
     }

@@ -3,7 +3,7 @@
 ``duckling_freshness_check`` asks every lake, every hour, for its newest day. A duckling on the production
 shape (PostgreSQL catalog, S3 data on moto) gets ``--days`` daily files of ``--rows`` events up to yesterday,
 each registered by its own transaction as the daily runs do; a second duckling holds only yesterday. Timed,
-median of ``--repeat``: :func:`airflow_provider_duckling.freshness.lake_latest_days` (attach included), and
+median of ``--repeat``: :func:`airflow_provider_duckling.health.freshness.lake_latest_days` (attach included), and
 on one open connection its newest-day query (a max over the whole history, which DuckDB answers from
 DuckLake's per-file statistics) against the same query limited to a recent window (which must read the
 window's files).
@@ -22,9 +22,9 @@ from p6_maintenance import _select_list
 
 
 def _load(hook, duckling, storage, days: list[dt.date], rows: int) -> None:
-    from airflow_provider_duckling.lake import register_files
-    from airflow_provider_duckling.partitions import Partition
-    from airflow_provider_duckling.tables import EVENTS
+    from airflow_provider_duckling.domain.partitions import Partition
+    from airflow_provider_duckling.domain.tables import EVENTS
+    from airflow_provider_duckling.transfer.lake import register_files
 
     with hook.attach(duckling, storage) as con:
         for day in days:
@@ -59,9 +59,9 @@ def main() -> None:
     os.environ.update(airflow_home(root))
     try:
         with engines(root, clickhouse=False) as bench:
-            from airflow_provider_duckling.freshness import lake_latest_days
+            from airflow_provider_duckling.common.quoting import duckdb_literal
+            from airflow_provider_duckling.health.freshness import lake_latest_days
             from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-            from airflow_provider_duckling.quoting import duckdb_literal
 
             hook = DuckLakeHook()
             last_closed = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)

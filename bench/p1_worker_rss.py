@@ -45,14 +45,14 @@ def worker(spec: dict) -> None:
     import clickhouse_connect  # noqa: F401
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook  # noqa: F401
 
-    from airflow_provider_duckling.catalog import Duckling
-    from airflow_provider_duckling.export import export_partition
-    from airflow_provider_duckling.extensions import connect_duckdb
+    from airflow_provider_duckling.access.extensions import connect_duckdb
+    from airflow_provider_duckling.domain.partitions import Partition
+    from airflow_provider_duckling.domain.tables import EVENTS
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
     from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-    from airflow_provider_duckling.lake import register_files
-    from airflow_provider_duckling.partitions import Partition
-    from airflow_provider_duckling.tables import EVENTS
+    from airflow_provider_duckling.registry.catalog import Duckling
+    from airflow_provider_duckling.transfer.export import export_partition
+    from airflow_provider_duckling.transfer.lake import register_files
 
     connect_duckdb().close()
     after_imports = _vm("VmHWM")
@@ -113,8 +113,8 @@ def main() -> None:
     try:
         os.environ.update(_stack.airflow_home(root))
         with _stack.engines(root) as bench:
+            from airflow_provider_duckling.demo.sample_data import create_schema, insert_events
             from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-            from airflow_provider_duckling.sample_data import create_schema, insert_events
 
             clickhouse = ClickHouseHook()
             create_schema(clickhouse)

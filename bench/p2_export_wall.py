@@ -60,7 +60,7 @@ def main() -> None:
 @contextlib.contextmanager
 def engines(root, storage: str):
     """Connections for ``storage``; yields ``new_duckling(i)`` making a fresh duckling."""
-    from airflow_provider_duckling.catalog import Duckling
+    from airflow_provider_duckling.registry.catalog import Duckling
 
     if storage == "s3":
         with _stack.engines(root) as bench:
@@ -75,17 +75,17 @@ def engines(root, storage: str):
 
 
 def measure(mode: str, new_duckling, rows: int, repeat: int) -> str:
-    from airflow_provider_duckling.export import export_partition, merged_settings, settings_clause
-    from airflow_provider_duckling.extensions import forget_hashes
-    from airflow_provider_duckling.heap import frozen_heap
+    from airflow_provider_duckling.access.extensions import forget_hashes
+    from airflow_provider_duckling.common.heap import frozen_heap
+    from airflow_provider_duckling.demo.sample_data import create_schema, insert_events
+    from airflow_provider_duckling.domain.partitions import Partition
+    from airflow_provider_duckling.domain.tables import EVENTS, export_select
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
     from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-    from airflow_provider_duckling.lake import check_schema, ensure_table, register_files
     from airflow_provider_duckling.operators.base import Target
     from airflow_provider_duckling.operators.clickhouse_to_s3 import ClickHouseToDucklingS3Operator
-    from airflow_provider_duckling.partitions import Partition
-    from airflow_provider_duckling.sample_data import create_schema, insert_events
-    from airflow_provider_duckling.tables import EVENTS, export_select
+    from airflow_provider_duckling.transfer.export import export_partition, merged_settings, settings_clause
+    from airflow_provider_duckling.transfer.lake import check_schema, ensure_table, register_files
 
     clickhouse = ClickHouseHook()
     create_schema(clickhouse)
@@ -211,7 +211,12 @@ def measure(mode: str, new_duckling, rows: int, repeat: int) -> str:
 def extension_loading(extensions: tuple[str, ...], repeat: int = 7) -> str:
     """A new connection with ``extensions`` loaded, as in a fresh task process: DuckDB verifying each file's
     signature (what every attach did before) against the pinned-hash check the hook uses now."""
-    from airflow_provider_duckling.extensions import _connect, connect_duckdb, extension_path, forget_hashes
+    from airflow_provider_duckling.access.extensions import (
+        _connect,
+        connect_duckdb,
+        extension_path,
+        forget_hashes,
+    )
 
     def signature_checked() -> float:
         start = time.perf_counter()
@@ -237,7 +242,7 @@ def extension_loading(extensions: tuple[str, ...], repeat: int = 7) -> str:
 
 
 # Run in a new interpreter: what a task process has loaded before its task starts, then the two costs the
-# package avoids (see airflow_provider_duckling.heap and airflow_provider_duckling.quoting).
+# package avoids (see airflow_provider_duckling.common.heap and airflow_provider_duckling.common.quoting).
 FRESH_PROCESS = """
 import gc, json, sys, time
 import airflow.sdk.execution_time.task_runner

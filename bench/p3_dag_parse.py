@@ -158,7 +158,7 @@ def run_child(file: Path, env: dict[str, str], profile_to: Path | None = None) -
 
 
 def write_registry(path: Path, teams: int) -> None:
-    from airflow_provider_duckling.catalog import Duckling, write_registry
+    from airflow_provider_duckling.registry.catalog import Duckling, write_registry
 
     write_registry([Duckling(
         team_id=t, bucket=f"duckling-team-{t}", bucket_region="us-east-1", db_host="catalog.example.internal",
@@ -168,9 +168,9 @@ def write_registry(path: Path, teams: int) -> None:
 
 
 def bare_file(path: Path, teams: int) -> None:
-    from airflow_provider_duckling.options import OPTION_DOCS
+    from airflow_provider_duckling.registry.options import OPTION_DOCS
 
-    source = (_stack.REPO_ROOT / "airflow_provider_duckling" / "dag_factory.py").read_text()
+    source = (_stack.REPO_ROOT / "airflow_provider_duckling" / "scheduling" / "dag_factory.py").read_text()
     doc = ast.get_docstring(ast.parse(source)) or ""
     path.write_text(BARE_DAG_FILE.format(dags=2 * teams, teams=teams, doc=doc, options=dict(OPTION_DOCS)))
 
@@ -220,7 +220,7 @@ def main() -> None:
 
 def measure_layout(root: Path, registry: Path, args, shards: int) -> str:
     """Parse our DAG file (shard 0 of ``shards``) and a bare file of as many DAGs, ``args.runs`` times each."""
-    from airflow_provider_duckling.airflow_env import airflow_environment
+    from airflow_provider_duckling.scheduling.airflow_env import airflow_environment
 
     layout = root / f"shards-{shards}"
     ours_dir, bare_dir = layout / "dags", layout / "bare_dags"
@@ -289,7 +289,7 @@ def measure_layout(root: Path, registry: Path, args, shards: int) -> str:
 def registry_load_cpu(registry: Path, env: dict[str, str]) -> float:
     """CPU seconds of ``load_dag_inputs()`` (registry + remembered dates), in a fresh process that has
     imported Airflow, like a parsing process."""
-    code = ("import time\nimport airflow.configuration\nfrom airflow_provider_duckling.state import load_dag_inputs\n"
+    code = ("import time\nimport airflow.configuration\nfrom airflow_provider_duckling.registry.state import load_dag_inputs\n"
             "start = time.process_time()\nload_dag_inputs()\nprint(time.process_time() - start)")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])

@@ -86,11 +86,11 @@ def main() -> None:
 
 
 def measure(bench, args) -> str:
+    from airflow_provider_duckling.common.quoting import duckdb_ident, duckdb_str
+    from airflow_provider_duckling.domain.partitions import Partition
+    from airflow_provider_duckling.domain.tables import EVENTS
     from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-    from airflow_provider_duckling.lake import ensure_table, register_files, table_columns
-    from airflow_provider_duckling.partitions import Partition
-    from airflow_provider_duckling.quoting import duckdb_ident, duckdb_str
-    from airflow_provider_duckling.tables import EVENTS
+    from airflow_provider_duckling.transfer.lake import ensure_table, register_files, table_columns
 
     half = args.window // 2
     if args.early - half < 1 or args.files <= args.early:

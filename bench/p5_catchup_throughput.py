@@ -138,10 +138,10 @@ def main() -> None:
     os.environ.update(airflow_home(root))
     try:
         with engines(root) as bench:
-            from airflow_provider_duckling.airflow_env import DAGS_FOLDER
-            from airflow_provider_duckling.catalog import write_registry
+            from airflow_provider_duckling.demo.sample_data import create_schema, insert_events
             from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-            from airflow_provider_duckling.sample_data import create_schema, insert_events
+            from airflow_provider_duckling.registry.catalog import write_registry
+            from airflow_provider_duckling.scheduling.airflow_env import DAGS_FOLDER
 
             last = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
             first = last - dt.timedelta(days=days - 1)

@@ -53,17 +53,17 @@ def _granules(clickhouse, select: str, params: dict) -> str:
 
 
 def measure(bench, days: int, rows: int, repeat: int) -> str:
-    from airflow_provider_duckling.export import export_partition, export_statement, merged_settings
-    from airflow_provider_duckling.heap import frozen_heap
+    from airflow_provider_duckling.common.heap import frozen_heap
+    from airflow_provider_duckling.common.quoting import clickhouse_ident
+    from airflow_provider_duckling.demo.sample_data import create_schema, insert_events
+    from airflow_provider_duckling.domain.partitions import Partition
+    from airflow_provider_duckling.domain.tables import EVENTS
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
     from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-    from airflow_provider_duckling.lake import check_schema, ensure_table, register_files
     from airflow_provider_duckling.operators.base import Target
     from airflow_provider_duckling.operators.clickhouse_to_s3 import ClickHouseToDucklingS3Operator
-    from airflow_provider_duckling.partitions import Partition
-    from airflow_provider_duckling.quoting import clickhouse_ident
-    from airflow_provider_duckling.sample_data import create_schema, insert_events
-    from airflow_provider_duckling.tables import EVENTS
+    from airflow_provider_duckling.transfer.export import export_partition, export_statement, merged_settings
+    from airflow_provider_duckling.transfer.lake import check_schema, ensure_table, register_files
 
     clickhouse = ClickHouseHook()
     create_schema(clickhouse)

@@ -65,15 +65,15 @@ def main() -> None:
 
 
 def measure(bench, changed: int, multiple: int, repeat: int) -> str:
-    from airflow_provider_duckling.export import export_partition, merged_settings
-    from airflow_provider_duckling.heap import frozen_heap
+    from airflow_provider_duckling.common.heap import frozen_heap
+    from airflow_provider_duckling.common.quoting import clickhouse_ident
+    from airflow_provider_duckling.demo.sample_data import create_schema
+    from airflow_provider_duckling.domain.partitions import FullExport, Partition
+    from airflow_provider_duckling.domain.tables import PERSONS
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
     from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-    from airflow_provider_duckling.lake import register_files
-    from airflow_provider_duckling.partitions import FullExport, Partition
-    from airflow_provider_duckling.quoting import clickhouse_ident
-    from airflow_provider_duckling.sample_data import create_schema
-    from airflow_provider_duckling.tables import PERSONS
+    from airflow_provider_duckling.transfer.export import export_partition, merged_settings
+    from airflow_provider_duckling.transfer.lake import register_files
 
     clickhouse = ClickHouseHook()
     create_schema(clickhouse)
@@ -140,8 +140,8 @@ def measure(bench, changed: int, multiple: int, repeat: int) -> str:
 def _reconciliation(clickhouse, teams: dict, repeat: int) -> str:
     """The reconciliation's persons comparison of the day, after its top-up: ClickHouse's current answers of the
     keys changed since the day, and the lake's latest rows of the day; large ÷ small, alternating."""
-    from airflow_provider_duckling.cli.lake_read import attached
-    from airflow_provider_duckling.reconcile import lake_latest_persons_days, source_persons_days
+    from airflow_provider_duckling.health.reconcile import lake_latest_persons_days, source_persons_days
+    from airflow_provider_duckling.health.tallies import attached
 
     def one(team: int) -> tuple[float, float, bool]:
         began = time.perf_counter()

@@ -129,16 +129,16 @@ def ours_worker(spec: dict) -> dict:
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook  # noqa: F401
 
     import airflow_provider_duckling.operators.ducklake_register  # noqa: F401  (a task process imports the DAG's operators)
-    from airflow_provider_duckling.catalog import Duckling
-    from airflow_provider_duckling.export import ExportResult, export_partition
-    from airflow_provider_duckling.heap import frozen_heap
+    from airflow_provider_duckling.common.heap import frozen_heap
+    from airflow_provider_duckling.domain.partitions import Partition
+    from airflow_provider_duckling.domain.tables import EVENTS
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
     from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-    from airflow_provider_duckling.lake import check_schema, register_files
     from airflow_provider_duckling.operators.base import Target
     from airflow_provider_duckling.operators.clickhouse_to_s3 import ClickHouseToDucklingS3Operator
-    from airflow_provider_duckling.partitions import Partition
-    from airflow_provider_duckling.tables import EVENTS
+    from airflow_provider_duckling.registry.catalog import Duckling
+    from airflow_provider_duckling.transfer.export import ExportResult, export_partition
+    from airflow_provider_duckling.transfer.lake import check_schema, register_files
 
     after_imports = _vm("VmHWM")
     duckling = Duckling(**{**spec["duckling"], "start_date": None})
@@ -393,8 +393,8 @@ def main() -> None:
 
 def seed(rows: int) -> None:
     """The team-day, plus history: the team's days around it and other teams on the same day."""
+    from airflow_provider_duckling.demo.sample_data import create_schema, insert_events
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-    from airflow_provider_duckling.sample_data import create_schema, insert_events
 
     clickhouse = ClickHouseHook()
     create_schema(clickhouse)
@@ -464,10 +464,10 @@ def run_once(ctx: dict, peer: str, size: str | None, tag: str) -> dict:
 
 def bare_export(duckling, size: str | None, tag: str) -> dict:
     """The export statement alone (from this process: only its time and the server's memory count)."""
-    from airflow_provider_duckling.export import merged_settings, settings_clause
+    from airflow_provider_duckling.domain.tables import EVENTS, export_select
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
     from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-    from airflow_provider_duckling.tables import EVENTS, export_select
+    from airflow_provider_duckling.transfer.export import merged_settings, settings_clause
 
     clickhouse = ClickHouseHook()
     storage = DuckLakeHook().storage(duckling, will_attach=False)
@@ -487,8 +487,8 @@ def bare_export(duckling, size: str | None, tag: str) -> dict:
 
 
 def dlt_spec(ctx: dict, peer: str, duckling) -> dict:
-    from airflow_provider_duckling.export import merged_settings, settings_clause
-    from airflow_provider_duckling.tables import EVENTS, export_select
+    from airflow_provider_duckling.domain.tables import EVENTS, export_select
+    from airflow_provider_duckling.transfer.export import merged_settings, settings_clause
 
     stack = ctx["bench"].stack
     user, password = ctx["catalog"]

@@ -4,6 +4,6 @@ For thousands of teams, shard: replace this file by copies named ``duckling_back
 (K = 0 … N-1); each builds the teams with ``team_id % N == K``.
 """
 
-from airflow_provider_duckling.dag_factory import build_dags
+from airflow_provider_duckling.scheduling.dag_factory import build_dags
 
 globals().update(build_dags(dag_file=__file__))

@@ -22,7 +22,7 @@ COPY --chown=airflow:0 airflow_provider_duckling /opt/duckling/src/airflow_provi
 # Keep Airflow at the image's own version (the package pins the same release); then check that what the
 # stack's one-shot services and workers need is importable, so a broken install fails the build, not a task.
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/duckling/src \
- && python -c "from airflow_provider_duckling.sample_data import schema_statements; assert schema_statements(), 'no schema SQL'" \
+ && python -c "from airflow_provider_duckling.demo.sample_data import schema_statements; assert schema_statements(), 'no schema SQL'" \
  && python -c "from airflow_provider_duckling.hooks.ducklake import connect_duckdb; connect_duckdb().close()"
 
 # The generated DAGs (one file: registry -> factory); the registry itself is mounted by docker-compose.yaml.

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from airflow_provider_duckling.assets import duckling_asset
-from airflow_provider_duckling.report import lake_day_counts
+from airflow_provider_duckling.assets.ducklake import duckling_asset
+from airflow_provider_duckling.demo.report import lake_day_counts
 from tests.support.runs import logged_text, run, snapshot_id, team_dag
 from tests.support.stack import CATALOG_PASSWORD, CATALOG_USER, CLICKHOUSE_PASSWORD, DAYS
 

@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from airflow_provider_duckling.airflow_env import load_dags, run_day
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import clickhouse_day_counts
+from airflow_provider_duckling.scheduling.airflow_env import load_dags, run_day
 from tests.support.stack import DAYS, TEAMS
 
 KEY = re.compile(

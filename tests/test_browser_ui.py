@@ -19,12 +19,12 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from airflow_provider_duckling.catalog import Duckling, write_registry
-from airflow_provider_duckling.dag_factory import backfill_params, dag_id_for
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, insert_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.links import xcom_page
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import clickhouse_day_counts, insert_events
+from airflow_provider_duckling.links.exported_objects import xcom_page
+from airflow_provider_duckling.registry.catalog import Duckling, write_registry
+from airflow_provider_duckling.scheduling.dag_factory import backfill_params, dag_id_for
 from tests.conftest import SESSION_DIR
 from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
 from tests.support.browser import api_get, artifacts_dir, launch
@@ -335,7 +335,7 @@ def test_a_person_runs_a_partition_through_the_airflow_ui(ui: Any) -> None:
 
 def test_a_refused_option_becomes_one_line_only_for_duckling_triggers() -> None:
     """The middleware's rewrite, on the exact text Airflow 3.3 answers (seen in the browser test above)."""
-    from airflow_provider_duckling.trigger_errors import TRIGGER_PATH, one_line
+    from airflow_provider_duckling.plugins.trigger_errors import TRIGGER_PATH, one_line
 
     report = ("Invalid input for param partition_key: '300-2024-05-01' does not match "
               "'^[0-9]+_[0-9]{4}-[0-9]{2}-[0-9]{2}$'\n\nFailed validating 'pattern' in schema:\n    {'type': "

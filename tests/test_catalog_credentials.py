@@ -19,8 +19,8 @@ LOGIN, PASSWORD = "team294_catalog", "team294-catalog-pw-Secret5521"
 
 @pytest.fixture(scope="module")
 def events(stack) -> int:
+    from airflow_provider_duckling.demo.sample_data import insert_events
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-    from airflow_provider_duckling.sample_data import insert_events
 
     insert_events(ClickHouseHook(), TEAM, DAYS[0], 321)
     return 321

@@ -22,15 +22,15 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_duckling.catalog import Duckling, write_registry
-from airflow_provider_duckling.dag_factory import dag_id_for
+from airflow_provider_duckling.common.quoting import duckdb_ident, duckdb_literal
+from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, insert_events
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.lake import qualified
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.quoting import duckdb_ident, duckdb_literal
-from airflow_provider_duckling.sample_data import clickhouse_day_counts, insert_events
-from airflow_provider_duckling.tables import EVENTS
+from airflow_provider_duckling.registry.catalog import Duckling, write_registry
+from airflow_provider_duckling.scheduling.dag_factory import dag_id_for
+from airflow_provider_duckling.transfer.lake import qualified
 from tests.conftest import SESSION_DIR
 from tests.support.airflow_stack import new_metadata_db
 from tests.support.celery_stack import CeleryStack, make_celery_stack

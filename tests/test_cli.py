@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_provider_duckling.catalog import Duckling, load_registry
 from airflow_provider_duckling.cli.main import main
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import insert_events, rows_for, seed_persons
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import insert_events, rows_for, seed_persons
+from airflow_provider_duckling.registry.catalog import Duckling, load_registry
 from tests.conftest import SESSION_DIR
 from tests.support.runs import catalog_tables
 from tests.support.services import free_port, strict_sts_server
@@ -190,6 +190,7 @@ def strict_sts():
 
 
 @pytest.mark.slow
+@pytest.mark.quick
 def test_catalog_validate_names_each_broken_piece(registry, strict_sts, monkeypatch, capsys):
     stack = registry
     healthy = stack.new_duckling(61, "cli-ok")
@@ -253,6 +254,7 @@ def test_catalog_validate_names_each_broken_piece(registry, strict_sts, monkeypa
 
 
 @pytest.mark.slow
+@pytest.mark.quick
 def test_run_local_lands_rows_then_status_counts_days(registry, counts, capsys):
     stack = registry
     duckling = stack.new_duckling(66, "cli-status")
@@ -337,6 +339,7 @@ def test_run_refuses_bad_input_and_writes_nothing(registry, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.quick
 def test_verify_finds_exactly_the_corrupted_days(registry, counts, capsys, monkeypatch):
     stack = registry
     duckling = stack.new_duckling(67, "cli-verify")

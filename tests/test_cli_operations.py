@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_provider_duckling.catalog import Duckling, load_registry, write_registry
 from airflow_provider_duckling.cli.history import DayStates, Moved, fold_registrations
 from airflow_provider_duckling.cli.summary import last_closed_day, summarise, table_figures, worst_first
+from airflow_provider_duckling.demo.sample_data import insert_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.sample_data import insert_events
+from airflow_provider_duckling.registry.catalog import Duckling, load_registry, write_registry
 from tests.support.stack import DAYS
 from tests.test_cli import cli, line_with, row
 
@@ -162,7 +162,7 @@ def test_catalog_add_export_identity_and_pause_resume_write_only_that_field(tmp_
 
 
 def load_registry_from(content: bytes) -> dict[int, Duckling]:
-    from airflow_provider_duckling.catalog import parse_registry_text
+    from airflow_provider_duckling.registry.catalog import parse_registry_text
 
     return parse_registry_text(content.decode(), Path("ducklings.yaml"))
 
@@ -229,7 +229,7 @@ def team_order(out: str) -> list[str]:
 
 @pytest.mark.slow
 def test_status_summary_puts_the_worst_lag_first_under_totals(registry, capsys):
-    from airflow_provider_duckling import settings
+    from airflow_provider_duckling.registry import settings
 
     closed = last_closed_day(dt.datetime.now(UTC), settings.settle_delay())
     hook = ClickHouseHook()
@@ -327,8 +327,9 @@ def test_the_all_teams_summary_reads_the_metadata_db_once_per_kind(airflow_db, t
 
 
 @pytest.mark.slow
+@pytest.mark.quick
 def test_discover_finds_and_remembers_start_dates_without_a_scheduler(registry, capsys):
-    from airflow_provider_duckling.state import load_start_dates
+    from airflow_provider_duckling.registry.state import load_start_dates
 
     hook = ClickHouseHook()
     insert_events(hook, 210, DAYS[3], 20)

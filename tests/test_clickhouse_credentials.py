@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import re
 
-from airflow_provider_duckling.export import export_partition, merged_settings
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.tables import EVENTS
+from airflow_provider_duckling.transfer.export import export_partition, merged_settings
 from tests.support.faulty_proxy import FaultyProxy
 from tests.support.stack import DAYS
 

@@ -29,8 +29,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from airflow_provider_duckling.catalog import parse_registry
-from airflow_provider_duckling.sample_data import SOURCE_DATABASE, rows_for
+from airflow_provider_duckling.demo.sample_data import SOURCE_DATABASE, rows_for
+from airflow_provider_duckling.registry.catalog import parse_registry
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -125,7 +125,7 @@ def test_the_stack_declares_every_service_and_airflow_is_celery_shaped():
     init = " ".join(commands["airflow-init"])
     assert env_of("airflow-init")["_AIRFLOW_DB_MIGRATE"] == "true"
     # The provider's one-time setup: the pool every export task runs in (settings.export_pool()).
-    from airflow_provider_duckling.settings import export_pool
+    from airflow_provider_duckling.registry.settings import export_pool
 
     assert f'/entrypoint airflow pools set {export_pool()} "8"' in init
     assert env_of("airflow-init")["_AIRFLOW_WWW_USER_CREATE"] == "true"
@@ -279,7 +279,7 @@ def test_every_airflow_setting_names_a_real_option():
     from airflow.configuration import conf
 
     described = conf.configuration_description
-    settings_src = (REPO / "airflow_provider_duckling" / "settings.py").read_text()
+    settings_src = (REPO / "airflow_provider_duckling" / "registry" / "settings.py").read_text()
     duckling_keys = set(re.findall(r'_(?:get|int)\("(\w+)"', settings_src))
     assert {"registry_path", "state_path"} <= duckling_keys
     for name in (*AIRFLOW_SERVICES, SEED_SERVICE):
@@ -442,7 +442,7 @@ def test_clickhouse_init_is_the_package_schema_and_the_seeding_service_fills_it(
 
     # The seeding service's own command, with the registry it mounts, against that engine; twice (restarts).
     command = SERVICES[SEED_SERVICE]["command"]
-    assert command[:3] == ["python", "-m", "airflow_provider_duckling.sample_data"]
+    assert command[:3] == ["python", "-m", "airflow_provider_duckling.demo.sample_data"]
     args = list(command[3:])
     registry_arg = args.index("--registry") + 1
     args[registry_arg] = str(host_path(SEED_SERVICE, args[registry_arg]))
@@ -456,7 +456,7 @@ def test_clickhouse_init_is_the_package_schema_and_the_seeding_service_fills_it(
     }
     outputs = []
     for _ in range(2):
-        result = subprocess.run([sys.executable, "-m", "airflow_provider_duckling.sample_data", *args,
+        result = subprocess.run([sys.executable, "-m", "airflow_provider_duckling.demo.sample_data", *args,
                                  "--until", until.isoformat()], env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-3000:]
         outputs.append(result.stdout)

@@ -14,13 +14,13 @@ from collections import Counter
 
 import pytest
 
-from airflow_provider_duckling import redaction
+from airflow_provider_duckling.common import redaction
+from airflow_provider_duckling.demo.sample_data import clickhouse_scope_rows, insert_events
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.lake import count_rows
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.sample_data import clickhouse_scope_rows, insert_events
-from airflow_provider_duckling.tables import EVENTS
+from airflow_provider_duckling.transfer.lake import count_rows
 from tests.support.expiring_s3_proxy import ExpiringS3Proxy, S3Request
 from tests.support.runs import logged_text, run
 from tests.support.stack import BASE_AWS_KEY_ID, BASE_AWS_SECRET, CATALOG_PASSWORD, CLICKHOUSE_PASSWORD, DAYS

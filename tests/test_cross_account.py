@@ -70,10 +70,10 @@ def test_role_is_assumed_with_external_id_and_s3_secret_uses_session_credentials
 
 def test_export_writes_with_the_assumed_credentials(stack):
     """ClickHouse's s3() call is signed with the session credentials, not Airflow's base identity."""
-    from airflow_provider_duckling.export import export_partition
+    from airflow_provider_duckling.domain.partitions import Partition
+    from airflow_provider_duckling.domain.tables import EVENTS
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-    from airflow_provider_duckling.partitions import Partition
-    from airflow_provider_duckling.tables import EVENTS
+    from airflow_provider_duckling.transfer.export import export_partition
     from tests.support.stack import DAYS
 
     duckling = stack.new_duckling(1, "xacct-export")

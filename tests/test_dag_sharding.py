@@ -7,8 +7,13 @@ import datetime as dt
 
 import pytest
 
-from airflow_provider_duckling.catalog import Duckling, write_registry
-from airflow_provider_duckling.dag_factory import HEALTH_DAG_ID, MAINTENANCE_DAG_ID, build_dags, shard_of
+from airflow_provider_duckling.registry.catalog import Duckling, write_registry
+from airflow_provider_duckling.scheduling.dag_factory import (
+    HEALTH_DAG_ID,
+    MAINTENANCE_DAG_ID,
+    build_dags,
+    shard_of,
+)
 
 
 def _duckling(team: int) -> Duckling:

@@ -16,14 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_duckling.airflow_env import DAGS_FOLDER
-from airflow_provider_duckling.catalog import Duckling, write_registry
-from airflow_provider_duckling.dag_factory import TOPUP_DAG_ID, dag_id_for
-from airflow_provider_duckling.priority import HISTORY_WEIGHT, TOPUP_WEIGHT
-from airflow_provider_duckling.state import remember_start_dates
+from airflow_provider_duckling.registry.catalog import Duckling, write_registry
+from airflow_provider_duckling.registry.state import remember_start_dates
+from airflow_provider_duckling.scheduling.airflow_env import DAGS_FOLDER
+from airflow_provider_duckling.scheduling.dag_factory import TOPUP_DAG_ID, dag_id_for
+from airflow_provider_duckling.scheduling.priority import HISTORY_WEIGHT, TOPUP_WEIGHT
 
 SCRIPT = Path(__file__).parent / "support" / "serialize_dags.py"
-STRATEGY = "airflow_provider_duckling.priority.RecentDaysFirst"
+STRATEGY = "airflow_provider_duckling.scheduling.priority.RecentDaysFirst"
 
 
 def _duckling(team_id: int, start: dt.date | None) -> Duckling:
@@ -69,7 +69,7 @@ def test_deserialized_tasks_still_rank_top_ups_above_history(tmp_path: Path) -> 
     from airflow.models.taskinstance import TaskInstance
     from airflow.serialization.serialized_objects import DagSerialization
 
-    from airflow_provider_duckling.priority import RecentDaysFirst
+    from airflow_provider_duckling.scheduling.priority import RecentDaysFirst
 
     registry = tmp_path / "ducklings.yaml"
     write_registry([_duckling(34, dt.date(2020, 1, 1))], registry)

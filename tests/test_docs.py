@@ -6,7 +6,7 @@ table renders as one table; every ``duckling …`` command a console/bash block 
 option the command has; every ``airflow …`` command shown has real subcommands and options in Airflow's own
 parser; every ``make`` target exists in the Makefile; every ``python -m`` module and ``bench/*.py`` script
 exists and takes the options shown; every compose service named exists; every repository path and test file
-cited exists; every ``[duckling]`` setting named is one ``settings.py`` reads, and each of those is in the
+cited exists; every ``[duckling]`` setting named is one ``registry/settings.py`` reads, and each of those is in the
 settings table with its real default; the operator examples build their DAGs.
 
 Fast and engine-free: it reads files and builds argument parsers and two example DAGs; nothing runs.
@@ -518,11 +518,13 @@ def test_every_test_file_and_repository_path_cited_exists() -> None:
 
 
 def test_every_module_in_the_repository_layout_exists() -> None:
-    """The layout block of docs/architecture.md names files under airflow_provider_duckling/ by their name."""
+    """The layout block of docs/architecture.md names files and folders under airflow_provider_duckling/, each
+    of which exists, and every module of the package is there: by its own name or by its folder's."""
     text = (ROOT / "docs" / "architecture.md").read_text()
     layout = text[text.index("## Repository layout"):]
     body = _split(layout)[1][0][1]
     problems = []
+    named: set[str] = set()
     for line in body.split("\n"):
         if not line.startswith("  "):
             continue
@@ -530,7 +532,13 @@ def test_every_module_in_the_repository_layout_exists() -> None:
         for name in re.split(r"\s*[·,]\s*", names):
             if name and not (ROOT / "airflow_provider_duckling" / name).exists():
                 problems.append(f"airflow_provider_duckling/{name}")
+            named.add(name)
     assert not problems, f"the repository layout names what does not exist: {problems}"
+    package = ROOT / "airflow_provider_duckling"
+    modules = [p.relative_to(package).as_posix() for p in package.rglob("*.py") if p.name != "__init__.py"]
+    missing = [m for m in modules if m not in named and m.split("/")[0] + "/" not in named]
+    assert missing == [], f"modules the repository layout does not name (nor their folder): {missing}"
+    assert len(modules) >= 50
 
 
 # ---------------------------------------------------------------- settings
@@ -538,7 +546,7 @@ def test_every_module_in_the_repository_layout_exists() -> None:
 
 def real_settings() -> dict[str, str | None]:
     """Every ``[duckling]`` setting settings.py reads, with its default as written there (None: computed)."""
-    source = (ROOT / "airflow_provider_duckling" / "settings.py").read_text()
+    source = (ROOT / "airflow_provider_duckling" / "registry" / "settings.py").read_text()
     found: dict[str, str | None] = {}
     for name, default in re.findall(r'_int\("(\w+)",\s*([0-9_]+)', source):
         found[name] = str(int(default))

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 
-from airflow_provider_duckling.airflow_env import connection_env
-from airflow_provider_duckling.export import export_partition
-from airflow_provider_duckling.extensions import connect_duckdb
+from airflow_provider_duckling.access.extensions import connect_duckdb
+from airflow_provider_duckling.demo.sample_data import seed_events
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.sample_data import seed_events
-from airflow_provider_duckling.tables import EVENTS
+from airflow_provider_duckling.scheduling.airflow_env import connection_env
+from airflow_provider_duckling.transfer.export import export_partition
 from tests.conftest import SESSION_DIR
 from tests.support.stack import DAYS
 
@@ -54,7 +54,7 @@ def test_embedded_and_http_clickhouse_write_identical_files(stack):
     # A partition split over several files: the same file names and, together, the same rows on both
     # engines, to S3 and, in embedded mode, to a local directory. (Which row lands in which file follows
     # a hash of its uuid, and the two engines' sample data have different random uuids.)
-    from airflow_provider_duckling.storage import DucklingStorage
+    from airflow_provider_duckling.access.storage import DucklingStorage
 
     rows = stack.counts[(1, day)]
     parts = -(-rows // 100)

@@ -17,10 +17,21 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_duckling.airflow_env import connection_env
-from airflow_provider_duckling.discovery import discover_start_dates
-from airflow_provider_duckling.errors import ConfigurationError, TransientError
-from airflow_provider_duckling.export import (
+from airflow_provider_duckling.access.storage import DucklingStorage
+from airflow_provider_duckling.common.errors import ConfigurationError, TransientError
+from airflow_provider_duckling.demo.sample_data import (
+    clickhouse_day_counts,
+    insert_event_at,
+    insert_events,
+    schema_statements,
+)
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS, export_select
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseError, ClickHouseHook, ClickHouseQueryError
+from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+from airflow_provider_duckling.scheduling.airflow_env import connection_env
+from airflow_provider_duckling.scheduling.discovery import discover_start_dates
+from airflow_provider_duckling.transfer.export import (
     ROW_SETTINGS,
     RowCountMismatchError,
     count_partition_rows,
@@ -29,17 +40,6 @@ from airflow_provider_duckling.export import (
     merged_settings,
     settings_clause,
 )
-from airflow_provider_duckling.hooks.clickhouse import ClickHouseError, ClickHouseHook, ClickHouseQueryError
-from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.sample_data import (
-    clickhouse_day_counts,
-    insert_event_at,
-    insert_events,
-    schema_statements,
-)
-from airflow_provider_duckling.storage import DucklingStorage
-from airflow_provider_duckling.tables import EVENTS, export_select
 from tests.support.stack import CLICKHOUSE_PASSWORD, DAYS
 
 DB = "pruning"

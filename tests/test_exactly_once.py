@@ -8,10 +8,10 @@ import datetime as dt
 
 import pytest
 
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, insert_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import clickhouse_day_counts, insert_events
 from tests.support.runs import run, team_dag
 
 TEAMS = [41, 42, 43]

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import boto3
 import pytest
 
-from airflow_provider_duckling.catalog import Duckling
-from airflow_provider_duckling.credentials import assume_duckling_role
-from airflow_provider_duckling.errors import ConfigurationError
+from airflow_provider_duckling.access.credentials import assume_duckling_role
+from airflow_provider_duckling.common.errors import ConfigurationError
+from airflow_provider_duckling.common.quoting import clickhouse_str
+from airflow_provider_duckling.demo.sample_data import seed_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.quoting import clickhouse_str
-from airflow_provider_duckling.sample_data import seed_events
+from airflow_provider_duckling.registry.catalog import Duckling
 from tests.conftest import SESSION_DIR
 from tests.support.chdb_http_server import start_chdb_http_server
 from tests.support.faulty_proxy import FaultyProxy
@@ -218,9 +218,9 @@ def test_registry_entry_overrides_the_deployment_setting(stack, world, own_ident
 
 @pytest.mark.parametrize("value", ["ClickHouse", "clickhouse ", "own", ""])
 def test_a_bad_export_identity_is_refused_in_one_line(value, monkeypatch):
-    from airflow_provider_duckling.catalog import parse_registry
-    from airflow_provider_duckling.errors import RegistryError
-    from airflow_provider_duckling.settings import export_identity
+    from airflow_provider_duckling.common.errors import RegistryError
+    from airflow_provider_duckling.registry.catalog import parse_registry
+    from airflow_provider_duckling.registry.settings import export_identity
 
     if value:
         monkeypatch.setenv("AIRFLOW__DUCKLING__EXPORT_IDENTITY", value)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from airflow_provider_duckling.airflow_env import load_dags, run_day
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import insert_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.maintenance import run_maintenance
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import insert_events
+from airflow_provider_duckling.scheduling.airflow_env import load_dags, run_day
+from airflow_provider_duckling.transfer.maintenance import run_maintenance
 from tests.support.runs import team_dag
 from tests.support.stack import DAYS
 

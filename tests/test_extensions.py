@@ -12,8 +12,7 @@ import sys
 import duckdb
 import pytest
 
-from airflow_provider_duckling.catalog import Duckling
-from airflow_provider_duckling.extensions import (
+from airflow_provider_duckling.access.extensions import (
     ALL,
     CHUNK,
     SIGNED_CHUNKED_SHA256,
@@ -23,6 +22,7 @@ from airflow_provider_duckling.extensions import (
     extension_path,
 )
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+from airflow_provider_duckling.registry.catalog import Duckling
 
 
 def _loaded(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -87,7 +87,7 @@ def test_hashing_started_before_a_fork_still_answers_in_the_child():
     import signal
     import time
 
-    from airflow_provider_duckling.extensions import forget_hashes, prefetch
+    from airflow_provider_duckling.access.extensions import forget_hashes, prefetch
 
     forget_hashes()
     prefetch(("ducklake",))  # a background hash in flight (or done) in this process

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from airflow_provider_duckling.catalog import write_registry
-from airflow_provider_duckling.dag_factory import dag_id_for
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import insert_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.priority import HISTORY_WEIGHT, TOPUP_WEIGHT, run_day, weight_for
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import insert_events
+from airflow_provider_duckling.registry.catalog import write_registry
+from airflow_provider_duckling.scheduling.dag_factory import dag_id_for
+from airflow_provider_duckling.scheduling.priority import HISTORY_WEIGHT, TOPUP_WEIGHT, run_day, weight_for
 from tests.conftest import SESSION_DIR
 from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
 

@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from airflow_provider_duckling.export import export_partition
+from airflow_provider_duckling.demo.sample_data import clickhouse_scope_rows, insert_events
+from airflow_provider_duckling.domain.partitions import Partition
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.lake import count_rows, register_files
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.sample_data import clickhouse_scope_rows, insert_events
+from airflow_provider_duckling.transfer.export import export_partition
+from airflow_provider_duckling.transfer.lake import count_rows, register_files
 from tests.support.faulty_proxy import FaultyProxy
 from tests.support.runs import logged_text, run
 from tests.support.stack import DAYS
@@ -41,7 +41,7 @@ def _exact(duckling, day) -> None:
 
 
 def _events():
-    from airflow_provider_duckling.tables import EVENTS
+    from airflow_provider_duckling.domain.tables import EVENTS
 
     return EVENTS
 

@@ -17,8 +17,9 @@ import socket
 import pytest
 from airflow.sdk import BaseNotifier
 
-from airflow_provider_duckling.errors import ConfigurationError
-from airflow_provider_duckling.freshness import (
+from airflow_provider_duckling.common.errors import ConfigurationError
+from airflow_provider_duckling.demo.sample_data import insert_events
+from airflow_provider_duckling.health.freshness import (
     TableFreshness,
     keyed_run_day,
     lagging,
@@ -27,8 +28,7 @@ from airflow_provider_duckling.freshness import (
     table_freshness,
 )
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.ops_dags import FRESHNESS_DAG_ID
-from airflow_provider_duckling.sample_data import insert_events
+from airflow_provider_duckling.scheduling.ops_dags import FRESHNESS_DAG_ID
 from tests.support.runs import failed_scheduled_run, logged_text, run, team_dag
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -104,8 +104,8 @@ def test_lag_counts_closed_days_not_held_and_a_completed_rerun_clears_a_failed_d
     (NOTIFIER, '{"nope": 1}', "failure_notifier_kwargs: FileNotifier refused them (TypeError)"),
 ])
 def test_a_bad_notifier_setting_fails_the_parse_with_one_line(monkeypatch, path, kwargs, message):
-    from airflow_provider_duckling.dag_factory import default_args
-    from airflow_provider_duckling.ops_dags import build_ops_dags
+    from airflow_provider_duckling.scheduling.dag_factory import default_args
+    from airflow_provider_duckling.scheduling.ops_dags import build_ops_dags
 
     monkeypatch.setenv("AIRFLOW__DUCKLING__FAILURE_NOTIFIER", path)
     monkeypatch.setenv("AIRFLOW__DUCKLING__FAILURE_NOTIFIER_KWARGS", kwargs)
@@ -117,8 +117,8 @@ def test_a_bad_notifier_setting_fails_the_parse_with_one_line(monkeypatch, path,
 
 
 def test_the_notifier_is_every_project_task_s_failure_callback(monkeypatch, tmp_path):
-    from airflow_provider_duckling.dag_factory import default_args
-    from airflow_provider_duckling.ops_dags import build_ops_dags
+    from airflow_provider_duckling.scheduling.dag_factory import default_args
+    from airflow_provider_duckling.scheduling.ops_dags import build_ops_dags
 
     assert "on_failure_callback" not in default_args()  # none configured: none set
     monkeypatch.setenv("AIRFLOW__DUCKLING__FAILURE_NOTIFIER", NOTIFIER)
@@ -138,8 +138,8 @@ def test_a_configured_notifier_keeps_every_dag_version_stable(tmp_path):
     import subprocess
     import sys
 
-    from airflow_provider_duckling.airflow_env import DAGS_FOLDER, REPO_ROOT
-    from airflow_provider_duckling.catalog import Duckling, write_registry
+    from airflow_provider_duckling.registry.catalog import Duckling, write_registry
+    from airflow_provider_duckling.scheduling.airflow_env import DAGS_FOLDER, REPO_ROOT
 
     registry = tmp_path / "ducklings.yaml"
     write_registry([Duckling(264, "alerts-t264", "us-east-1", "127.0.0.1", "lake_alerts_t264",
@@ -307,8 +307,8 @@ def test_real_workers_send_metrics_and_call_the_notifier(stack, tmp_path):
     import os
     import time
 
-    from airflow_provider_duckling.airflow_env import REPO_ROOT
-    from airflow_provider_duckling.catalog import Duckling, write_registry
+    from airflow_provider_duckling.registry.catalog import Duckling, write_registry
+    from airflow_provider_duckling.scheduling.airflow_env import REPO_ROOT
     from tests.conftest import SESSION_DIR
     from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
 
@@ -399,7 +399,7 @@ def _meta(stack, sql: str, *args) -> list[tuple]:
 
 
 def _ops_dag(dag_id: str):
-    from airflow_provider_duckling.airflow_env import load_dags
+    from airflow_provider_duckling.scheduling.airflow_env import load_dags
 
     bag = load_dags()
     assert not bag.import_errors, bag.import_errors

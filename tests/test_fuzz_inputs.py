@@ -22,11 +22,11 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from airflow_provider_duckling import state  # noqa: E402
-from airflow_provider_duckling.catalog import parse_registry_text  # noqa: E402
-from airflow_provider_duckling.errors import PartitionError, RegistryError  # noqa: E402
-from airflow_provider_duckling.partitions import Partition, parse_day, validate_team_id  # noqa: E402
-from airflow_provider_duckling.redaction import register_secret  # noqa: E402
+from airflow_provider_duckling.common.errors import PartitionError, RegistryError  # noqa: E402
+from airflow_provider_duckling.common.redaction import register_secret  # noqa: E402
+from airflow_provider_duckling.domain.partitions import Partition, parse_day, validate_team_id  # noqa: E402
+from airflow_provider_duckling.registry import state  # noqa: E402
+from airflow_provider_duckling.registry.catalog import parse_registry_text  # noqa: E402
 
 REGISTERED_SECRET = "Zq9RegisteredSecretMarker"  # registered, as the CLI and hooks register real secrets
 FIELD_SECRET = "Xk7UnregisteredFieldSecret"  # only ever the value of a secret field: never quoted at all

@@ -11,23 +11,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_provider_duckling import settings, state
-from airflow_provider_duckling.catalog import (
-    MAX_REGISTRY_BYTES,
-    Duckling,
-    load_registry,
-    parse_registry,
-    write_registry,
-)
 from airflow_provider_duckling.cli.main import main
-from airflow_provider_duckling.errors import (
+from airflow_provider_duckling.common.errors import (
     QUOTE_LIMIT,
     ConfigurationError,
     PartitionError,
     RegistryError,
     quoted,
 )
-from airflow_provider_duckling.partitions import Partition, parse_day, validate_team_id
+from airflow_provider_duckling.domain.partitions import Partition, parse_day, validate_team_id
+from airflow_provider_duckling.registry import settings, state
+from airflow_provider_duckling.registry.catalog import (
+    MAX_REGISTRY_BYTES,
+    Duckling,
+    load_registry,
+    parse_registry,
+    write_registry,
+)
 from tests.test_validation import GOOD  # one valid entry, shared with the validation tests
 
 MAX_MESSAGE = 300

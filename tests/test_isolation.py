@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 
-from airflow_provider_duckling.catalog import parse_registry, write_registry
-from airflow_provider_duckling.errors import RegistryError
+from airflow_provider_duckling.common.errors import RegistryError
+from airflow_provider_duckling.demo.report import lake_day_counts
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.report import lake_day_counts
+from airflow_provider_duckling.registry.catalog import parse_registry, write_registry
 from tests.support.runs import logged_text, run, snapshot_id
 from tests.support.stack import DAYS
 
@@ -46,7 +46,7 @@ def test_the_owner_mark_refuses_another_team_even_with_the_same_data_path(stack)
         pass  # first use claims the catalog
     impostor = dataclasses.replace(owner, team_id=4)
     write_registry([impostor], stack.registry)
-    from airflow_provider_duckling.errors import ConfigurationError
+    from airflow_provider_duckling.common.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="belongs to team 3, not to team 4"):
         with DuckLakeHook().attach(impostor):
@@ -54,10 +54,10 @@ def test_the_owner_mark_refuses_another_team_even_with_the_same_data_path(stack)
 
 
 def test_registration_refuses_files_outside_the_partitions_own_prefix(stack):
-    from airflow_provider_duckling.errors import RegistrationError
-    from airflow_provider_duckling.lake import register_files
-    from airflow_provider_duckling.partitions import Partition
-    from airflow_provider_duckling.tables import EVENTS
+    from airflow_provider_duckling.common.errors import RegistrationError
+    from airflow_provider_duckling.domain.partitions import Partition
+    from airflow_provider_duckling.domain.tables import EVENTS
+    from airflow_provider_duckling.transfer.lake import register_files
 
     duckling = stack.new_duckling(1, "iso-prefix")
     storage = DuckLakeHook().storage(duckling)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from airflow_provider_duckling.export import export_partition
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.lake import count_rows, ensure_table, register_files, table_exists
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.tables import EVENTS
+from airflow_provider_duckling.transfer.export import export_partition
+from airflow_provider_duckling.transfer.lake import count_rows, ensure_table, register_files, table_exists
 from tests.support.stack import DAYS
 
 

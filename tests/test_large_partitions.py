@@ -10,11 +10,11 @@ import logging
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import insert_events
+from airflow_provider_duckling.domain.partitions import Partition
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import insert_events
 from tests.support.runs import logged_text, run, snapshot_id
 
 TEAM = 82
@@ -81,9 +81,9 @@ def test_a_large_day_becomes_bounded_files_in_one_transaction(stack, duckling, c
 
 
 def test_rows_per_file_must_be_a_positive_whole_number(stack, duckling):
-    from airflow_provider_duckling.errors import ConfigurationError
-    from airflow_provider_duckling.export import planned_files
+    from airflow_provider_duckling.common.errors import ConfigurationError
     from airflow_provider_duckling.operators.clickhouse_to_s3 import ClickHouseToDucklingS3Operator
+    from airflow_provider_duckling.transfer.export import planned_files
 
     assert [planned_files(n, 10) for n in (0, 1, 10, 11, 95)] == [1, 1, 1, 2, 10]
     assert planned_files(10**12, 1) == 256  # bounded: each file is a ClickHouse writer held open
@@ -103,9 +103,9 @@ def test_an_empty_day_is_one_empty_file(stack, duckling):
 def test_registration_checks_rows_from_the_footers_not_by_reading_the_day(stack, duckling):
     """ClickHouse's files carry team_id and timestamp statistics: their footers prove the rows belong to
     the partition, so registration never reads the day's data into the worker."""
-    from airflow_provider_duckling.export import export_partition
-    from airflow_provider_duckling.lake import rows_proven_in_scope
-    from airflow_provider_duckling.tables import EVENTS
+    from airflow_provider_duckling.domain.tables import EVENTS
+    from airflow_provider_duckling.transfer.export import export_partition
+    from airflow_provider_duckling.transfer.lake import rows_proven_in_scope
 
     storage = DuckLakeHook().storage(duckling)
     exported = export_partition(ClickHouseHook(), storage, EVENTS, Partition(TEAM, BIG_DAY), "footer", rows_per_file=10_000)

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from airflow_provider_duckling.dag_factory import MAINTENANCE_DAG_ID
+from airflow_provider_duckling.demo.report import lake_day_counts
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.maintenance import live_files, run_maintenance
-from airflow_provider_duckling.report import lake_day_counts
+from airflow_provider_duckling.scheduling.dag_factory import MAINTENANCE_DAG_ID
+from airflow_provider_duckling.transfer.maintenance import live_files, run_maintenance
 from tests.support.runs import run, snapshot_id, unregistered_export
 from tests.support.stack import DAYS
 

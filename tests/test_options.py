@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from airflow_provider_duckling.demo.report import lake_day_counts
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.report import lake_day_counts
 from tests.support.runs import catalog_tables, logged_text, run, snapshot_id, team_dag
 from tests.support.stack import DAYS
 

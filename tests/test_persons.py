@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
+from airflow_provider_duckling.demo.sample_data import insert_distinct_id, insert_person
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.sample_data import insert_distinct_id, insert_person
 from tests.support.runs import run
 
 TEAM = 4
@@ -190,7 +190,7 @@ def test_the_full_export_is_remembered_through_maintenance(history, stack):
     """The full export's time is the persons table's comment, set in the transaction that registered it:
     merging the files and expiring every old snapshot leave it, so covered days stay skipped and no second
     full export is written."""
-    from airflow_provider_duckling.maintenance import run_maintenance
+    from airflow_provider_duckling.transfer.maintenance import run_maintenance
 
     duckling, after = history
     exports = set(full_exports(stack, duckling))

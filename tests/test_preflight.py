@@ -13,12 +13,12 @@ import threading
 import duckdb
 import pytest
 
-from airflow_provider_duckling.catalog import Duckling
-from airflow_provider_duckling.errors import ConfigurationError, LakeUnavailableError
+from airflow_provider_duckling.access.lake_metadata import duckdb_type
+from airflow_provider_duckling.common.errors import ConfigurationError, LakeUnavailableError
+from airflow_provider_duckling.domain.tables import EVENTS, LAKE_SCHEMA, PERSONS, TableSpec
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS, DuckLakeHook
-from airflow_provider_duckling.lake import ensure_table, normalize_type, table_columns
-from airflow_provider_duckling.lake_metadata import duckdb_type
-from airflow_provider_duckling.tables import EVENTS, LAKE_SCHEMA, PERSONS, TableSpec
+from airflow_provider_duckling.registry.catalog import Duckling
+from airflow_provider_duckling.transfer.lake import ensure_table, normalize_type, table_columns
 
 PRIMITIVES = [
     "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -139,7 +139,7 @@ def test_the_embedded_read_imports_no_dataframe_library(embedded):
         ensure_table(con, EVENTS)
     script = (
         "import sys\n"
-        "from airflow_provider_duckling.lake_metadata import read_embedded\n"
+        "from airflow_provider_duckling.access.lake_metadata import read_embedded\n"
         f"facts = read_embedded(__import__('pathlib').Path({str(catalog)!r}), 'posthog', 'events', 'owner')\n"
         "assert facts.columns, facts\n"
         "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow') if m in sys.modules))\n"
@@ -166,9 +166,9 @@ def test_a_postgresql_catalog_reads_as_duckdb_reports_it(stack):
 
 
 def test_the_pre_flight_runs_here_while_the_count_runs_beside_it_and_its_failure_wins(stack):
-    from airflow_provider_duckling.export import count_alongside
+    from airflow_provider_duckling.domain.partitions import Partition
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-    from airflow_provider_duckling.partitions import Partition
+    from airflow_provider_duckling.transfer.export import count_alongside
     from tests.support.stack import DAYS
 
     class CountingHook(ClickHouseHook):

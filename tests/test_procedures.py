@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import clickhouse_day_counts
 from tests.support.runs import run, team_dag, unregistered_export
 from tests.support.stack import DAYS
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from airflow_provider_duckling.catalog import write_registry
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, insert_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import clickhouse_day_counts, insert_events
+from airflow_provider_duckling.registry.catalog import write_registry
 from tests.conftest import SESSION_DIR
 from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
 

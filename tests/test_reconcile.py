@@ -15,17 +15,17 @@ import json
 import logging
 import uuid
 
-from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.ops_dags import RECONCILE_DAG_ID
-from airflow_provider_duckling.reconcile import compare_events, compare_persons, run_id_for
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import (
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import (
     clickhouse_day_counts,
     insert_distinct_id,
     insert_events,
     insert_person,
 )
+from airflow_provider_duckling.health.reconcile import compare_events, compare_persons, run_id_for
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+from airflow_provider_duckling.scheduling.ops_dags import RECONCILE_DAG_ID
 from tests.support.runs import logged_text, run, team_dag
 from tests.test_freshness_alerts import _datagrams, statsd  # noqa: F401 - the StatsD listener fixture
 
@@ -103,7 +103,7 @@ def _run_queued(dag_id: str, run_id: str) -> str:
 
 
 def _all_compared(duckling) -> list:
-    from airflow_provider_duckling import settings
+    from airflow_provider_duckling.registry import settings
 
     compared, waiting = compare_persons(duckling, DAYS, ClickHouseHook(), settings.settle_delay())
     assert waiting == []
@@ -205,7 +205,7 @@ def test_reconciliation_finds_a_corrupted_lake_day_and_source_day_and_repairs_th
 
 
 def _reconcile_dag():
-    from airflow_provider_duckling.airflow_env import load_dags
+    from airflow_provider_duckling.scheduling.airflow_env import load_dags
 
     bag = load_dags()
     assert not bag.import_errors, bag.import_errors
@@ -213,7 +213,7 @@ def _reconcile_dag():
 
 
 def _persons_tallies(duckling, moved_by_runs) -> tuple[list[tuple[dt.date, int, int, bool]], list[dt.date]]:
-    from airflow_provider_duckling import settings
+    from airflow_provider_duckling.registry import settings
 
     compared, waiting = compare_persons(duckling, DAYS, ClickHouseHook(), settings.settle_delay(), moved_by_runs)
     return [(c.day, c.source.rows, c.lake.rows, c.matches) for c in compared], waiting

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow_provider_duckling import settings
-from airflow_provider_duckling.airflow_env import load_dags
-from airflow_provider_duckling.dag_factory import DISCOVERY_DAG_ID, dag_id_for
+from airflow_provider_duckling.demo.sample_data import insert_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.sample_data import insert_events
-from airflow_provider_duckling.state import load_discovery_state, load_start_dates, save_discovery_state
+from airflow_provider_duckling.registry import settings
+from airflow_provider_duckling.registry.state import (
+    load_discovery_state,
+    load_start_dates,
+    save_discovery_state,
+)
+from airflow_provider_duckling.scheduling.airflow_env import load_dags
+from airflow_provider_duckling.scheduling.dag_factory import DISCOVERY_DAG_ID, dag_id_for
 from tests.support.runs import logged_text
 
 TEAM, PINNED = 245, 246
@@ -125,7 +129,7 @@ def test_older_data_that_appears_later_moves_the_start_and_is_back_filled(stack,
     assert _runs(dag_id_for("persons", TEAM), "rediscovered__") == []  # persons history is the full export
 
     # Each triggered run moves its day: run the first as the scheduler would (its conf, no logical date).
-    from airflow_provider_duckling.report import lake_day_counts
+    from airflow_provider_duckling.demo.report import lake_day_counts
 
     monkeypatch.setenv("AIRFLOW__DUCKLING__SETTLE_MINUTES", str(7 * 24 * 60))  # an old day never waits
     run = dag.test(logical_date=None, run_conf={"partition_key": f"{TEAM}_{old}"})

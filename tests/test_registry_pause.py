@@ -10,19 +10,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
-from airflow_provider_duckling import settings
-from airflow_provider_duckling.airflow_env import load_dags, run_day
-from airflow_provider_duckling.dag_factory import (
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import insert_events
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.registry import settings
+from airflow_provider_duckling.registry.state import load_start_dates, remember_start_dates
+from airflow_provider_duckling.scheduling.airflow_env import load_dags, run_day
+from airflow_provider_duckling.scheduling.dag_factory import (
     DISCOVERY_DAG_ID,
     MAINTENANCE_DAG_ID,
     RETRY_DAG_ID,
     TOPUP_DAG_ID,
     dag_id_for,
 )
-from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import insert_events
-from airflow_provider_duckling.state import load_start_dates, remember_start_dates
 from tests.support.runs import failed_scheduled_run
 from tests.support.stack import DAYS
 
@@ -99,7 +99,7 @@ def test_a_paused_team_keeps_its_dags_schedules_nothing_and_is_skipped_by_housek
     # Maintenance: one mapped task per duckling, none for the paused teams; called directly, it skips them.
     maintenance = bag.get_dag(MAINTENANCE_DAG_ID)
     assert maintenance.get_task("maintain").op_kwargs_expand_input.value["team_id"] == [ACTIVE]
-    from airflow_provider_duckling.maintenance import run_maintenance
+    from airflow_provider_duckling.transfer.maintenance import run_maintenance
 
     report = run_maintenance(PAUSED, dry_run=False, snapshot_retention=dt.timedelta(0), orphan_retention=dt.timedelta(days=1))
     assert report["skipped"] == "paused in the registry" and report["files_before"] == 0

@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from airflow_provider_duckling import settings
-from airflow_provider_duckling.airflow_env import load_dags
-from airflow_provider_duckling.catalog import Duckling
-from airflow_provider_duckling.dag_factory import DISCOVERY_DAG_ID, HEALTH_DAG_ID, build_team_dag
+from airflow_provider_duckling.demo.sample_data import insert_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.sample_data import insert_events
-from airflow_provider_duckling.state import load_start_dates
+from airflow_provider_duckling.registry import settings
+from airflow_provider_duckling.registry.catalog import Duckling
+from airflow_provider_duckling.registry.state import load_start_dates
+from airflow_provider_duckling.scheduling.airflow_env import load_dags
+from airflow_provider_duckling.scheduling.dag_factory import DISCOVERY_DAG_ID, HEALTH_DAG_ID, build_team_dag
 from tests.support.runs import failed_scheduled_run
 from tests.support.stack import DAYS
 
@@ -121,7 +121,7 @@ def test_later_pass_reruns_each_failed_partition_once(stack):
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
-    from airflow_provider_duckling.dag_factory import RETRY_DAG_ID
+    from airflow_provider_duckling.scheduling.dag_factory import RETRY_DAG_ID
 
     duckling = stack.new_duckling(2, "laterpass", start_date=DAYS[0])
     stack.use(duckling)

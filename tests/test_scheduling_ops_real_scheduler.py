@@ -18,12 +18,16 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_duckling.catalog import write_registry
-from airflow_provider_duckling.dag_factory import DISCOVERY_DAG_ID, dag_id_for
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, insert_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.sample_data import clickhouse_day_counts, insert_events
-from airflow_provider_duckling.state import DiscoveryState, load_discovery_state, save_discovery_state
+from airflow_provider_duckling.registry.catalog import write_registry
+from airflow_provider_duckling.registry.state import (
+    DiscoveryState,
+    load_discovery_state,
+    save_discovery_state,
+)
+from airflow_provider_duckling.scheduling.dag_factory import DISCOVERY_DAG_ID, dag_id_for
 from tests.conftest import SESSION_DIR
 from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
-from airflow_provider_duckling.catalog import Duckling
-from airflow_provider_duckling.dag_factory import build_team_dag
-from airflow_provider_duckling.report import lake_day_counts
-from airflow_provider_duckling.settle import LateEventsSensor, day_closed_at
+from airflow_provider_duckling.demo.report import lake_day_counts
+from airflow_provider_duckling.registry.catalog import Duckling
+from airflow_provider_duckling.scheduling.dag_factory import build_team_dag
+from airflow_provider_duckling.scheduling.settle import LateEventsSensor, day_closed_at
 from tests.support.runs import team_dag
 
 TEAM = 240
@@ -69,9 +69,9 @@ def test_the_wait_follows_the_day_the_run_moves_not_when_it_was_triggered(monkey
 def test_a_repair_without_a_logical_date_runs_at_once_through_the_dag(stack, monkeypatch):
     """dag.test() a run as the later pass and ``duckling run`` create it: no logical date, so no data interval,
     and the partition in conf. With a week's settle delay it exports and registers the old day at once."""
-    from airflow_provider_duckling.airflow_env import load_dags
+    from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, insert_events
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-    from airflow_provider_duckling.sample_data import clickhouse_day_counts, insert_events
+    from airflow_provider_duckling.scheduling.airflow_env import load_dags
     from tests.support.stack import DAYS
 
     monkeypatch.setenv("AIRFLOW__DUCKLING__SETTLE_MINUTES", str(7 * 24 * 60))

@@ -8,20 +8,20 @@ import json
 import subprocess
 import sys
 
-from airflow_provider_duckling.export import export_partition
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.tables import EVENTS
+from airflow_provider_duckling.transfer.export import export_partition
 from tests.support.stack import DAYS
 
 REGISTER = """
 import json, sys
-from airflow_provider_duckling.catalog import Duckling
+from airflow_provider_duckling.registry.catalog import Duckling
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.lake import register_files
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.tables import EVENTS
+from airflow_provider_duckling.transfer.lake import register_files
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS
 import datetime as dt
 
 job = json.loads(sys.argv[1])

@@ -7,28 +7,28 @@ import datetime as dt
 
 import pytest
 
-from airflow_provider_duckling.catalog import (
-    Duckling,
-    get_duckling,
-    load_registry,
-    parse_registry,
-    write_registry,
-)
-from airflow_provider_duckling.errors import (
+from airflow_provider_duckling.common.errors import (
     ConfigurationError,
     PartitionError,
     RegistryError,
     UnknownDucklingError,
 )
-from airflow_provider_duckling.export import merged_settings, settings_clause
-from airflow_provider_duckling.partitions import Partition, parse_day, run_token, validate_team_id
-from airflow_provider_duckling.quoting import (
+from airflow_provider_duckling.common.quoting import (
     clickhouse_ident,
     clickhouse_str,
     duckdb_ident,
     duckdb_literal,
     duckdb_str,
 )
+from airflow_provider_duckling.domain.partitions import Partition, parse_day, run_token, validate_team_id
+from airflow_provider_duckling.registry.catalog import (
+    Duckling,
+    get_duckling,
+    load_registry,
+    parse_registry,
+    write_registry,
+)
+from airflow_provider_duckling.transfer.export import merged_settings, settings_clause
 
 GOOD = {
     "team_id": 12345,
@@ -146,7 +146,7 @@ def test_unreadable_registry_file_is_a_clear_error(tmp_path):
 
 
 def test_an_unchanged_registry_is_read_from_its_validated_json_and_any_edit_is_parsed_again(tmp_path, monkeypatch):
-    from airflow_provider_duckling import state
+    from airflow_provider_duckling.registry import state
 
     parses = []
     real_parse = state.parse_registry_text

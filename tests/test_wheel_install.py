@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_duckling.dag_files import DAG_FILES
+from airflow_provider_duckling.scheduling.dag_files import DAG_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "airflow.Dockerfile"
@@ -34,7 +34,7 @@ IMAGE_SRC = "/opt/duckling/src"  # where the Dockerfile copies the sources it bu
 PACKAGE = "airflow_provider_duckling"
 ENTRY_POINTS = {
     "apache_airflow_provider": {"provider_info": "airflow_provider_duckling:get_provider_info"},
-    "airflow.plugins": {"duckling": "airflow_provider_duckling.priority:DucklingPlugin"},
+    "airflow.plugins": {"duckling": "airflow_provider_duckling.plugins.duckling:DucklingPlugin"},
     "console_scripts": {"duckling": "airflow_provider_duckling.cli.main:main"},
 }
 

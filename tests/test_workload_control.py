@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_duckling.errors import ConfigurationError, QueryTimeoutError
-from airflow_provider_duckling.export import export_partition, merged_settings
+from airflow_provider_duckling.access.workload import Attempt
+from airflow_provider_duckling.common.errors import ConfigurationError, QueryTimeoutError
+from airflow_provider_duckling.demo.sample_data import create_schema, insert_events, seed_persons
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.sample_data import create_schema, insert_events, seed_persons
-from airflow_provider_duckling.tables import EVENTS
-from airflow_provider_duckling.workload import Attempt
+from airflow_provider_duckling.transfer.export import export_partition, merged_settings
 from tests.support.chdb_http_server import start_chdb_http_server
 from tests.support.runs import catalog_tables, logged_text, run
 from tests.support.stack import CLICKHOUSE_PASSWORD

@@ -19,14 +19,14 @@ from typing import Any
 
 from rich.console import Console
 
-from airflow_provider_duckling.catalog import Duckling, load_registry, parse_registry, write_registry
 from airflow_provider_duckling.cli.errors import OK, UsageError
 from airflow_provider_duckling.cli.render import emit_json, mask, table
 from airflow_provider_duckling.cli.selection import discovered_dates, registry_file, start_label
-from airflow_provider_duckling.errors import RegistryError
-from airflow_provider_duckling.partitions import validate_team_id
-from airflow_provider_duckling.redaction import register_secret
-from airflow_provider_duckling.state import StartDates
+from airflow_provider_duckling.common.errors import RegistryError
+from airflow_provider_duckling.common.redaction import register_secret
+from airflow_provider_duckling.domain.partitions import validate_team_id
+from airflow_provider_duckling.registry.catalog import Duckling, load_registry, parse_registry, write_registry
+from airflow_provider_duckling.registry.state import StartDates
 
 
 @contextmanager

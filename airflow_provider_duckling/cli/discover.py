@@ -1,7 +1,7 @@
 """``duckling discover [TEAM…]``: start-date discovery, here and now, without a scheduler.
 
 It runs the very pass ``duckling_discover_start_dates`` runs every 15 minutes
-(:func:`airflow_provider_duckling.discovery.run_discovery`): teams without a start date get their first
+(:func:`airflow_provider_duckling.scheduling.discovery.run_discovery`): teams without a start date get their first
 day with events in ClickHouse (persons: the last closed day), known teams are re-checked when
 ``[duckling] rediscovery_days`` says they are due, and the result goes into the same state file the DAG
 file reads. Teams with a ``start_date`` in the registry, and paused teams, are not asked. Days that an
@@ -23,10 +23,10 @@ from airflow_provider_duckling.cli.selection import registry_file, select, state
 
 def run(args: argparse.Namespace, out: Console) -> int:
     """Discover, remember, and show per team and table the start date and where it came from."""
-    from airflow_provider_duckling import settings
-    from airflow_provider_duckling.discovery import run_discovery
     from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-    from airflow_provider_duckling.state import load_discovery_state
+    from airflow_provider_duckling.registry import settings
+    from airflow_provider_duckling.registry.state import load_discovery_state
+    from airflow_provider_duckling.scheduling.discovery import run_discovery
 
     ducklings = select(args, args.teams or None)
     path = state_file(args)

@@ -153,7 +153,7 @@ class Moved:
 
 
 def asset_name(team_id: int, table: str) -> str:
-    """The name :func:`airflow_provider_duckling.assets.duckling_asset` gives a team's table (no Airflow import)."""
+    """The name :func:`airflow_provider_duckling.assets.ducklake.duckling_asset` gives a team's table (no Airflow import)."""
     return f"duckling_team_{int(team_id)}_{table}"
 
 

@@ -25,8 +25,8 @@ from rich.console import Console
 
 from airflow_provider_duckling.cli.errors import PROBLEMS, USAGE, RunNotStarted, UsageError
 from airflow_provider_duckling.cli.render import make_console
-from airflow_provider_duckling.errors import quoted
-from airflow_provider_duckling.log_guard import guard_logging
+from airflow_provider_duckling.common.errors import quoted
+from airflow_provider_duckling.common.log_guard import guard_logging
 
 _LEVEL_VAR = "AIRFLOW__LOGGING__LOGGING_LEVEL"
 _EPILOG = "Exit codes: 0 ok, 1 problems found / run failed, 2 bad arguments or input (nothing done)."
@@ -255,8 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _report_error(exc: Exception, err: Console) -> int:
     """Input mistakes exit 2; anything else (unreachable dependency, failed start) exits 1. Never a secret."""
-    from airflow_provider_duckling.errors import PartitionError, RegistryError
-    from airflow_provider_duckling.redaction import scrub
+    from airflow_provider_duckling.common.errors import PartitionError, RegistryError
+    from airflow_provider_duckling.common.redaction import scrub
 
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, UsageError | PartitionError | RegistryError):

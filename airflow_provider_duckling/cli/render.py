@@ -109,7 +109,7 @@ def emit_json(out: Console, payload: Any) -> None:
 
     Callers put only masked values in it; every registered secret is scrubbed from the text as a last guard.
     """
-    from airflow_provider_duckling.redaction import scrub
+    from airflow_provider_duckling.common.redaction import scrub
 
     text = json.dumps(payload, indent=2, default=_json_value, ensure_ascii=False)
     out.file.write(scrub(text) + "\n")

@@ -22,14 +22,14 @@ from typing import Any
 
 from rich.console import Console
 
-from airflow_provider_duckling.catalog import get_duckling
 from airflow_provider_duckling.cli.errors import OK, PROBLEMS, RunNotStarted, UsageError
 from airflow_provider_duckling.cli.render import emit_json, progress, table
-from airflow_provider_duckling.errors import ConfigurationError
-from airflow_provider_duckling.export import merged_settings
-from airflow_provider_duckling.options import parse_clickhouse_settings
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.redaction import scrub
+from airflow_provider_duckling.common.errors import ConfigurationError
+from airflow_provider_duckling.common.redaction import scrub
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.registry.catalog import get_duckling
+from airflow_provider_duckling.registry.options import parse_clickhouse_settings
+from airflow_provider_duckling.transfer.export import merged_settings
 
 TASKS = ("wait_for_late_events", "export", "register")
 _DONE = ("success", "failed", "skipped", "upstream_failed", "removed")
@@ -75,7 +75,7 @@ def _confirm_delete(args: argparse.Namespace, team_id: int) -> None:
 
 def run(args: argparse.Namespace, out: Console) -> int:
     """Validate, then trigger (optionally wait) or run locally; exit 1 when the run does not succeed."""
-    from airflow_provider_duckling.dag_factory import dag_id_for
+    from airflow_provider_duckling.domain.partitions import dag_id_for
 
     partition = Partition.parse(args.partition_key)
     get_duckling(partition.team_id)  # the registry the DAGs are built from
@@ -163,7 +163,7 @@ def _local(dag_id: str, partition: Partition, conf: dict[str, Any], out: Console
     """``dag.test()`` the run in this process, after storing the DAGs as the dag-processor would."""
     from airflow.configuration import conf as airflow_conf
 
-    from airflow_provider_duckling.airflow_env import load_dags
+    from airflow_provider_duckling.scheduling.airflow_env import load_dags
 
     bag = load_dags(airflow_conf.get("core", "dags_folder"))
     dag = bag.get_dag(dag_id)

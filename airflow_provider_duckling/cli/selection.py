@@ -11,17 +11,17 @@ import datetime as dt
 from collections.abc import Iterable
 from pathlib import Path
 
-from airflow_provider_duckling.catalog import Duckling, load_registry
 from airflow_provider_duckling.cli.errors import UsageError
-from airflow_provider_duckling.partitions import validate_team_id
-from airflow_provider_duckling.state import StartDates, load_start_dates
+from airflow_provider_duckling.domain.partitions import validate_team_id
+from airflow_provider_duckling.registry.catalog import Duckling, load_registry
+from airflow_provider_duckling.registry.state import StartDates, load_start_dates
 
 
 def registry_file(args: argparse.Namespace) -> Path:
     """``--registry`` or the configured ``[duckling] registry_path``."""
     if getattr(args, "registry", None):
         return Path(args.registry)
-    from airflow_provider_duckling import settings
+    from airflow_provider_duckling.registry import settings
 
     return settings.registry_path()
 
@@ -30,7 +30,7 @@ def state_file(args: argparse.Namespace) -> Path:
     """The remembered start dates beside ``--registry``, or the configured ``[duckling] state_path``."""
     if getattr(args, "registry", None):
         return Path(args.registry).with_name("duckling_state.json")
-    from airflow_provider_duckling import settings
+    from airflow_provider_duckling.registry import settings
 
     return settings.state_path()
 
@@ -54,7 +54,7 @@ def select(args: argparse.Namespace, teams: Iterable[object] | None) -> list[Duc
 def start_for(duckling: Duckling, table: str, discovered: StartDates) -> dt.date | None:
     """The first day the team's DAG back-fills: the registry's start date, else the discovered one, never
     before ``[duckling] start_date_floor`` (the same rule as the DAG file)."""
-    from airflow_provider_duckling import settings
+    from airflow_provider_duckling.registry import settings
 
     start = duckling.start_date or discovered.get(table, {}).get(duckling.team_id)
     return max(start, settings.start_date_floor()) if start else None

@@ -9,7 +9,7 @@ from rich.console import Console
 
 def run(args: argparse.Namespace, out: Console) -> int:
     """Create or resize the export pool; idempotent."""
-    from airflow_provider_duckling.pools import ensure_export_pool
+    from airflow_provider_duckling.scheduling.pools import ensure_export_pool
 
     name, slots = ensure_export_pool(args.export_slots)
     out.print(f"Export pool {name}: {slots} slots (at most {slots} exports run against ClickHouse at once; "

@@ -20,10 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rich.console import Console
 
-from airflow_provider_duckling.catalog import Duckling
 from airflow_provider_duckling.cli.errors import OK, PROBLEMS
 from airflow_provider_duckling.cli.history import DayStates, Moved, asset_name, day_states, registrations
-from airflow_provider_duckling.cli.lake_read import registered_days
 from airflow_provider_duckling.cli.render import coverage_bar, emit_json, progress, table
 from airflow_provider_duckling.cli.selection import (
     discovered_dates,
@@ -42,14 +40,16 @@ from airflow_provider_duckling.cli.summary import (
     totals,
     worst_first,
 )
-from airflow_provider_duckling.redaction import scrubbed_message
+from airflow_provider_duckling.common.redaction import scrubbed_message
+from airflow_provider_duckling.health.tallies import registered_days
+from airflow_provider_duckling.registry.catalog import Duckling
 
 _LISTED_DAYS = 10
 
 
 def run(args: argparse.Namespace, out: Console) -> int:
     """Print the summary (no team) or the detail (teams); exit 1 if a lake could not be read."""
-    from airflow_provider_duckling import settings
+    from airflow_provider_duckling.registry import settings
 
     teams = list(args.teams or ())
     ducklings = select(args, teams or None)
@@ -90,7 +90,8 @@ def run(args: argparse.Namespace, out: Console) -> int:
 def collect(args: argparse.Namespace, ducklings: list[Duckling], until: dt.date, closed: dt.date, read_lakes: bool,
             out: Console) -> tuple[list[TableFigures], list[str]]:
     """Every team table's figures: one query for the run states, one for the registrations, lakes if asked."""
-    from airflow_provider_duckling.dag_factory import TABLES, dag_id_for
+    from airflow_provider_duckling.domain.partitions import dag_id_for
+    from airflow_provider_duckling.scheduling.dag_factory import TABLES
 
     discovered = discovered_dates(args)
     states = day_states(dag_id_for(t, d.team_id) for d in ducklings for t in TABLES)

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
-from airflow_provider_duckling.catalog import Duckling
+from airflow_provider_duckling.access.credentials import assume_duckling_role
+from airflow_provider_duckling.access.storage import DucklingStorage
 from airflow_provider_duckling.cli.errors import OK, PROBLEMS
-from airflow_provider_duckling.cli.lake_read import embedded_catalog_missing, never_used
 from airflow_provider_duckling.cli.render import emit_json, progress, status_text, table
 from airflow_provider_duckling.cli.selection import registry_file, select
-from airflow_provider_duckling.credentials import assume_duckling_role
-from airflow_provider_duckling.errors import LakeUnavailableError
+from airflow_provider_duckling.common.errors import LakeUnavailableError
+from airflow_provider_duckling.common.redaction import register_secret, scrub
+from airflow_provider_duckling.health.tallies import embedded_catalog_missing, never_used
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.redaction import register_secret, scrub
-from airflow_provider_duckling.storage import DucklingStorage
+from airflow_provider_duckling.registry.catalog import Duckling
 
 PIECES = ("connection", "role", "bucket", "catalog")
 SOURCE_TABLES = ("events", "person", "person_distinct_id2")

@@ -15,36 +15,23 @@ import datetime as dt
 
 from rich.console import Console
 
-from airflow_provider_duckling.catalog import Duckling
 from airflow_provider_duckling.cli.errors import OK, PROBLEMS, UsageError
-from airflow_provider_duckling.cli.lake_read import Tally, current_persons_tally, day_tallies, registered_days
 from airflow_provider_duckling.cli.render import emit_json, progress, table
 from airflow_provider_duckling.cli.selection import discovered_dates, select, start_for, yesterday
-from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.partitions import parse_day
-from airflow_provider_duckling.quoting import clickhouse_ident
-from airflow_provider_duckling.tables import EVENTS, PERSONS, export_select
-
-# The checksum's first term per table, over the export's own output columns (the lake's side is in lake_read).
-EVENTS_TERM = f"toUnixTimestamp64Micro({clickhouse_ident(EVENTS.day_column)})"
-# Persons: Σ of the first 8 bytes of an MD5 over each row's answer (distinct_id, person id, properties,
-# version; each text length-prefixed), so a distinct_id pointing at the wrong person or stale properties
-# changes it. lake_read computes the same digest in DuckDB.
-PERSONS_TERM = (
-    "reinterpretAsUInt64(reverse(unhex(substring(hex(MD5(concat("
-    + ", ".join(f"toString(length({c})), ':', {c}" for c in map(clickhouse_ident, ("distinct_id", "id", "properties")))
-    + f", ':', toString({clickhouse_ident('person_version')})))), 1, 16))))"
+from airflow_provider_duckling.common.quoting import clickhouse_ident
+from airflow_provider_duckling.domain.partitions import parse_day
+from airflow_provider_duckling.domain.tables import EVENTS, PERSONS, export_select
+from airflow_provider_duckling.health.tallies import (
+    EVENTS_TERM,
+    PERSONS_TERM,
+    Tally,
+    clickhouse_tally,
+    current_persons_tally,
+    day_tallies,
+    registered_days,
 )
-
-
-def clickhouse_tally(hook: ClickHouseHook, select_sql: str, term: str, params: dict[str, object]) -> Tally:
-    """Rows and checksum of the export SELECT's output (Int128 sums: no overflow, the same as DuckDB's HUGEINT)."""
-    ids = clickhouse_ident("distinct_id")
-    ((rows, a, b),) = hook.query_rows(
-        f"SELECT count(), toString(sum(toInt128({term}))), toString(sum(toInt128(length({ids})))) FROM ({select_sql})",
-        params,
-    )
-    return Tally(int(rows), (int(a), int(b)))
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.registry.catalog import Duckling
 
 
 def day_range(args: argparse.Namespace, duckling: Duckling) -> tuple[dt.date, dt.date]:

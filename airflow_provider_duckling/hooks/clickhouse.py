@@ -19,15 +19,15 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_duckling.errors import (
+from airflow_provider_duckling.access.connection_extras import connection_extras, require_type
+from airflow_provider_duckling.access.workload import Attempt, timeout_advice
+from airflow_provider_duckling.common.errors import (
     ConfigurationError,
     DucklingError,
     QueryTimeoutError,
     TransientError,
 )
-from airflow_provider_duckling.hooks.extras import connection_extras, require_type
-from airflow_provider_duckling.redaction import register_secret, scrub
-from airflow_provider_duckling.workload import Attempt, timeout_advice
+from airflow_provider_duckling.common.redaction import register_secret, scrub
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class ClickHouseHook(BaseHook):
         ``secure`` switches to HTTPS; extra ``connect_timeout`` / ``send_receive_timeout`` in seconds.
     :param attempt: the export attempt the statements belong to: each then carries a ``query_id`` unique to
         the attempt and statement and a ``log_comment`` naming team, table, day and run
-        (:mod:`~airflow_provider_duckling.workload`), and :meth:`cancel` can kill the running one. Over
+        (:mod:`~airflow_provider_duckling.access.workload`), and :meth:`cancel` can kill the running one. Over
         HTTP only: the embedded engine has no query ids to set.
     """
 

@@ -1,6 +1,6 @@
 """DuckLakeHook: DuckDB with DuckLake, attached to one duckling, without ever touching the network for code.
 
-Extensions are loaded offline by :mod:`airflow_provider_duckling.extensions` (an embedded lake needs
+Extensions are loaded offline by :mod:`airflow_provider_duckling.access.extensions` (an embedded lake needs
 only DuckLake; S3 and a PostgreSQL catalog add httpfs and postgres_scanner). Every connection runs in UTC
 so that day boundaries of TIMESTAMPTZ columns are UTC days. The catalog's password goes into a DuckDB
 secret (a quoted literal in a statement that is never logged and never repeated in an error), never into
@@ -34,22 +34,22 @@ from urllib.parse import urlparse
 import duckdb
 from airflow.sdk import BaseHook
 
-from airflow_provider_duckling.catalog import DEFAULT_CATALOG_CONN_ID, Duckling
-from airflow_provider_duckling.credentials import assume_duckling_role
-from airflow_provider_duckling.errors import ConfigurationError, LakeUnavailableError
-from airflow_provider_duckling.extensions import ALL, LOCAL, connect_duckdb, prefetch
-from airflow_provider_duckling.hooks.extras import connection_extras, require_type
-from airflow_provider_duckling.lake_metadata import (
+from airflow_provider_duckling.access.connection_extras import connection_extras, require_type
+from airflow_provider_duckling.access.credentials import assume_duckling_role
+from airflow_provider_duckling.access.extensions import ALL, LOCAL, connect_duckdb, prefetch
+from airflow_provider_duckling.access.lake_metadata import (
     CatalogFacts,
     CatalogUnreadable,
     read_embedded,
     read_postgres,
 )
-from airflow_provider_duckling.quoting import duckdb_literal, duckdb_str
-from airflow_provider_duckling.redaction import register_secret, scrub, scrubbed_message
-from airflow_provider_duckling.retry import retry_conflicts
-from airflow_provider_duckling.settings import clickhouse_s3_collection, export_identity
-from airflow_provider_duckling.storage import DucklingStorage
+from airflow_provider_duckling.access.storage import DucklingStorage
+from airflow_provider_duckling.common.errors import ConfigurationError, LakeUnavailableError
+from airflow_provider_duckling.common.quoting import duckdb_literal, duckdb_str
+from airflow_provider_duckling.common.redaction import register_secret, scrub, scrubbed_message
+from airflow_provider_duckling.common.retry import retry_conflicts
+from airflow_provider_duckling.registry.catalog import DEFAULT_CATALOG_CONN_ID, Duckling
+from airflow_provider_duckling.registry.settings import clickhouse_s3_collection, export_identity
 
 LAKE_ALIAS = "lake"
 #: Key of the owner mark a duckling's catalog gets on first use (in DuckLake's own metadata table).
@@ -59,7 +59,7 @@ _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 
 def create_secret(con: duckdb.DuckDBPyConnection, name: str, kind: str, options: dict[str, Any]) -> None:
     """``CREATE OR REPLACE SECRET name (TYPE kind, …)``: the values as quoted literals (see
-    :mod:`~airflow_provider_duckling.quoting`), in a statement that is never logged and whose error never
+    :mod:`~airflow_provider_duckling.common.quoting`), in a statement that is never logged and whose error never
     repeats it: only the error's type and its scrubbed first line leave this function.
 
     ``name`` and ``kind`` are this module's constants; the option names are DuckDB's keywords."""

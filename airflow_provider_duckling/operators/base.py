@@ -9,17 +9,17 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from airflow_provider_duckling.catalog import Duckling, get_duckling
-from airflow_provider_duckling.errors import ConfigurationError, DucklingError, TransientError
-from airflow_provider_duckling.extensions import prefetch
-from airflow_provider_duckling.heap import frozen_heap
+from airflow_provider_duckling.access.extensions import prefetch
+from airflow_provider_duckling.access.storage import DucklingStorage
+from airflow_provider_duckling.common.errors import ConfigurationError, DucklingError, TransientError
+from airflow_provider_duckling.common.heap import frozen_heap
+from airflow_provider_duckling.common.redaction import scrub
+from airflow_provider_duckling.domain.partitions import Scope
+from airflow_provider_duckling.domain.tables import TableSpec, get_table
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook, LakeSettings
-from airflow_provider_duckling.links import ExportedObjectsLink, objects_url
-from airflow_provider_duckling.options import as_bool, resolve_scope
-from airflow_provider_duckling.partitions import Scope
-from airflow_provider_duckling.redaction import scrub
-from airflow_provider_duckling.storage import DucklingStorage
-from airflow_provider_duckling.tables import TableSpec, get_table
+from airflow_provider_duckling.links.exported_objects import ExportedObjectsLink, objects_url
+from airflow_provider_duckling.registry.catalog import Duckling, get_duckling
+from airflow_provider_duckling.registry.options import as_bool, resolve_scope
 
 # The stdlib logger reaches the task log (Airflow routes it there) and Python's own logging alike.
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class DucklingPartitionOperator(BaseOperator):
         self.lineage_facts: Any = None
 
     def execute(self, context: Context) -> Any:
-        """Run :meth:`run` (with the heap that existed before it frozen, see :mod:`~airflow_provider_duckling.heap`);
+        """Run :meth:`run` (with the heap that existed before it frozen, see :mod:`~airflow_provider_duckling.common.heap`);
         a permanent, explained error fails the task without retries (same input, same failure), with its
         one-line message; transient ones are left to Airflow's retries."""
         from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
@@ -130,7 +130,7 @@ class DucklingPartitionOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage inputs/outputs of the finished task (called by the OpenLineage provider, if installed)."""
-        from airflow_provider_duckling.lineage import operator_lineage
+        from airflow_provider_duckling.operators.lineage import operator_lineage
 
         if self.lineage_facts is None:
             from airflow.providers.openlineage.extractors import OperatorLineage

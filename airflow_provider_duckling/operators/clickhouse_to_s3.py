@@ -9,24 +9,24 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from airflow_provider_duckling.errors import ConfigurationError, SchemaDriftError
-from airflow_provider_duckling.export import export_partition, merged_settings
-from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
-from airflow_provider_duckling.lake import check_schema, table_columns, table_comment
-from airflow_provider_duckling.lineage import LineageFacts, clickhouse_dataset, object_dataset
-from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
-from airflow_provider_duckling.options import parse_clickhouse_settings
-from airflow_provider_duckling.partitions import FullExport, Partition, run_token
-from airflow_provider_duckling.persons import (
+from airflow_provider_duckling.access.workload import Attempt
+from airflow_provider_duckling.common.errors import ConfigurationError, SchemaDriftError
+from airflow_provider_duckling.domain.partitions import FullExport, Partition, run_token
+from airflow_provider_duckling.domain.persons import (
     as_of_token,
     baseline_time,
     covered_by_baseline,
     full_export_as_of,
     newest_version_sql,
 )
-from airflow_provider_duckling.settings import settle_delay
-from airflow_provider_duckling.tables import LAKE_SCHEMA, PERSONS
-from airflow_provider_duckling.workload import Attempt
+from airflow_provider_duckling.domain.tables import LAKE_SCHEMA, PERSONS
+from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
+from airflow_provider_duckling.operators.lineage import LineageFacts, clickhouse_dataset, object_dataset
+from airflow_provider_duckling.registry.options import parse_clickhouse_settings
+from airflow_provider_duckling.registry.settings import settle_delay
+from airflow_provider_duckling.transfer.export import export_partition, merged_settings
+from airflow_provider_duckling.transfer.lake import check_schema, table_columns, table_comment
 
 
 class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
@@ -43,13 +43,13 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
 
     :param clickhouse_conn_id: connection of type ``clickhouse``.
     :param clickhouse_settings: ClickHouse settings merged over the defaults in
-        :data:`airflow_provider_duckling.export.DEFAULT_CLICKHOUSE_SETTINGS` (templated).
+        :data:`airflow_provider_duckling.transfer.export.DEFAULT_CLICKHOUSE_SETTINGS` (templated).
     :param skip_schema_validation: skip the pre-flight schema check (templated).
     :param rows_per_file: target rows of one file; a larger partition is written as several files of about
         this many rows by one statement (templated; default ``[duckling] rows_per_file``, 5,000,000).
 
     Every ClickHouse statement of an attempt carries a ``query_id`` unique to it and a ``log_comment`` naming
-    team, table, day and run (:mod:`~airflow_provider_duckling.workload`); :meth:`on_kill` (the task killed,
+    team, table, day and run (:mod:`~airflow_provider_duckling.access.workload`); :meth:`on_kill` (the task killed,
     timed out or marked failed) kills the statement ClickHouse is running and sends no other. A statement
     that runs out of time (``TIMEOUT_EXCEEDED``, or the connection's ``send_receive_timeout`` while it still
     ran) fails the task without retries, with what to raise.

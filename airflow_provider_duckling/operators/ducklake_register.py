@@ -10,14 +10,14 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_provider_duckling import metrics
-from airflow_provider_duckling.assets import asset_event_extra, duckling_asset, publish_partition
-from airflow_provider_duckling.errors import RegistrationError
-from airflow_provider_duckling.lake import count_rows, qualified, register_files, table_exists
-from airflow_provider_duckling.lineage import LineageFacts, lake_dataset, object_dataset
+from airflow_provider_duckling.assets.ducklake import asset_event_extra, duckling_asset, publish_partition
+from airflow_provider_duckling.common.errors import RegistrationError
+from airflow_provider_duckling.domain.partitions import FullExport, Partition
+from airflow_provider_duckling.domain.tables import PERSONS
+from airflow_provider_duckling.health import metrics
 from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
-from airflow_provider_duckling.partitions import FullExport, Partition
-from airflow_provider_duckling.tables import PERSONS
+from airflow_provider_duckling.operators.lineage import LineageFacts, lake_dataset, object_dataset
+from airflow_provider_duckling.transfer.lake import count_rows, qualified, register_files, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,10 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
     :param export_task_id: the task whose XCom lists the files and row count.
     :param skip_ducklake_registration: leave the lake untouched (templated). The files stay in S3 for good:
         each gets a marker ``export_only/{its key}.json`` (partition, table, run, rows) and maintenance never
-        deletes a marked file as an orphan (see :func:`~airflow_provider_duckling.maintenance.keep_export_only`).
+        deletes a marked file as an orphan (see :func:`~airflow_provider_duckling.transfer.maintenance.keep_export_only`).
     :param cleanup_existing_partition_data: delete the partition's existing rows in the same
         transaction; off, rows accumulate (templated).
-    :param outlets: defaults to :func:`~airflow_provider_duckling.assets.duckling_asset` of the team and
+    :param outlets: defaults to :func:`~airflow_provider_duckling.assets.ducklake.duckling_asset` of the team and
         table (when ``team_id`` is not templated). Each registered partition emits one event per Asset
         outlet, with partition key ``{team_id}_{YYYY-MM-DD}`` and extra ``rows``, ``bytes``, ``files``,
         ``snapshot_id``. A dry run or a skipped registration emits none: the task ends *skipped*.
@@ -80,7 +80,7 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         if skip:
             dry_run = self.flag("dry_run") or bool(exported.get("dry_run"))
             if not dry_run:
-                from airflow_provider_duckling.maintenance import keep_export_only
+                from airflow_provider_duckling.transfer.maintenance import keep_export_only
 
                 keep_export_only(target.storage, list(exported["files"]), {
                     "partition": key, "table": table, "run_id": context["run_id"], "rows": exported.get("rows")})

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
-from airflow_provider_duckling.airflow_env import load_dags, run_day
-from airflow_provider_duckling.dag_factory import dag_id_for
+from airflow_provider_duckling.domain.partitions import dag_id_for
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+from airflow_provider_duckling.scheduling.airflow_env import load_dags, run_day
+
+PARSING_CONTEXT = "_AIRFLOW_PARSING_CONTEXT_DAG_ID"  # airflow.sdk.definitions.context
 
 
 def team_dag(team_id: int, table: str = "events"):
-    bag = load_dags()
+    """One team DAG, parsed and serialized the way a worker asks for it: the DAG file builds only the DAG
+    Airflow's parsing context names (a bag of one instead of every team's, so each run's sync is short)."""
+    dag_id = dag_id_for(table, team_id)
+    previous = os.environ.get(PARSING_CONTEXT)
+    os.environ[PARSING_CONTEXT] = dag_id
+    try:
+        bag = load_dags()
+    finally:
+        if previous is None:
+            os.environ.pop(PARSING_CONTEXT, None)
+        else:
+            os.environ[PARSING_CONTEXT] = previous
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(dag_id_for(table, team_id))
+    assert list(bag.dag_ids) == [dag_id], bag.dag_ids
+    return bag.get_dag(dag_id)
 
 
 def run(team_id: int, day: dt.date, table: str = "events", **conf):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import boto3
 
-from airflow_provider_duckling.airflow_env import connection_env
-from airflow_provider_duckling.catalog import Duckling, write_registry
+from airflow_provider_duckling.registry.catalog import Duckling, write_registry
+from airflow_provider_duckling.scheduling.airflow_env import connection_env
 from tests.support.services import MotoServer, PostgresServer
 
 # Recognisable test secrets: a later suite scans logs for them.

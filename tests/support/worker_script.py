@@ -9,13 +9,13 @@ import datetime as dt
 import sys
 import time
 
-from airflow_provider_duckling.catalog import get_duckling
-from airflow_provider_duckling.export import export_partition
+from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.tables import EVENTS
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
-from airflow_provider_duckling.lake import register_files
-from airflow_provider_duckling.partitions import Partition
-from airflow_provider_duckling.tables import EVENTS
+from airflow_provider_duckling.registry.catalog import get_duckling
+from airflow_provider_duckling.transfer.export import export_partition
+from airflow_provider_duckling.transfer.lake import register_files
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Cross-cutting helpers every layer may use: errors, quoting, redaction, the log guard, retries, the heap."""

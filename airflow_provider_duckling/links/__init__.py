@@ -1,0 +1,1 @@
+"""Airflow operator extra links: the "Exported objects" link."""

@@ -1,0 +1,1 @@
+"""Airflow notifiers: the failure notifier named in ``[duckling] failure_notifier``."""
