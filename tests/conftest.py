@@ -88,6 +88,16 @@ def stack(airflow_db: None) -> Iterator[object]:
         postgres.stop("immediate")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _registry_per_file() -> Iterator[None]:
+    """Each test file starts with an empty registry: the files run in two processes in an order that varies,
+    so what one file leaves in its process's registry (an entry whose connection went with its test) must
+    not reach the next file's DAGs. Within a file, entries accumulate as the file's tests make them."""
+    for stack in STACKS:
+        stack.use()
+    yield
+
+
 # ---------------------------------------------------------------- secrets scan
 # Every test's captured output (stdout, stderr, log records) and failure text is kept here; each process
 # writes it, with the secrets it knows, when it ends, and the controlling process scans every process's
