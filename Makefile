@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # per process at a time; the files with slow tests start first (tests/conftest.py).
 PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile
 
-.PHONY: install demo test quick lint clean
+.PHONY: install os-packages demo test quick lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,20 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# OS packages the tests use, installed only when missing: Debian's Chromium for the browser tests (Playwright
+# drives it; nothing downloads a browser build). As root, or through sudo; where neither apt-get nor the
+# rights are there, the browser tests fail with the one command that installs it and everything else runs.
+os-packages:
+	@command -v chromium >/dev/null 2>&1 || { \
+	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	    { $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -q --no-install-recommends chromium; } \
+	    || echo "make: could not install chromium (apt-get install -y chromium): the browser tests will fail"; }
+
 demo: $(STAMP)
 	$(BIN)/python -m airflow_provider_duckling.demo
 
-test: $(STAMP)
+test: $(STAMP) os-packages
 	$(BIN)/ruff check .
 	$(PYTEST)
 

@@ -1,6 +1,6 @@
 """Chromium from the OS packages, driven by Playwright, for tests of the real Airflow UI.
 
-Nothing here downloads a browser: ``.ci/run`` installs Debian's ``chromium`` and Playwright launches that
+Nothing here downloads a browser: ``make test`` installs Debian's ``chromium`` and Playwright launches that
 binary (``executable_path``); ``playwright install`` is never run. Every step saves a screenshot into
 the test artefacts directory (``DUCKLING_TEST_ARTIFACTS``, default ``test-artifacts/`` in the checkout).
 """
@@ -19,11 +19,11 @@ CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/l
 
 
 def chromium_path() -> str:
-    """The OS's Chromium; fails with the one command that installs it (CI runs ``.ci/run``, which does)."""
+    """The OS's Chromium; fails with the one command that installs it (``make test`` runs it when missing)."""
     for candidate in (os.environ.get("DUCKLING_CHROMIUM"), *CHROMIUM_CANDIDATES, shutil.which("chromium")):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise RuntimeError("no Chromium found: `apt-get install -y chromium` (.ci/run installs it)")
+    raise RuntimeError("no Chromium found: `apt-get install -y chromium` (make test installs it)")
 
 
 def artifacts_dir(name: str) -> Path:
