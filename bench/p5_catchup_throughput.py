@@ -6,7 +6,10 @@ Both runs: one DAG per team and table (events, persons), daily data-interval sch
 the first day, ``max_active_runs=4`` (persons 1), ``wait_for_late_events >> export >> register``, export in the
 ``duckling_exports`` pool (4 slots), register one at a time per DAG. Ours moves real rows (chdb behind
 ClickHouse's HTTP interface → moto S3 → DuckLake on PostgreSQL); the baseline's tasks return at once.
-A partition is one successful DAG run; the rate is runs ÷ (last run's end − first run's start).
+A partition is one successful DAG run; the rate is runs ÷ (last run's end − first run's start). Only the runs
+of the DAGs measured count (the team DAGs, or their no-op twins): a housekeeping or operations DAG that runs
+meanwhile (discovery, top-ups, the hourly freshness check) neither adds runs nor fails the bench; its failed
+runs are printed as a note.
 
     .venv/bin/python bench/p5_catchup_throughput.py [--days 30] [--rows 200] [--quick]
 """
@@ -53,22 +56,42 @@ for team in {teams}:
 FOOTPRINT: dict[str, list[tuple[str, int, int]]] = {}
 
 
-def _runs(stack, dbname: str) -> tuple[int, float | None]:
-    """(successful runs, seconds from the first run's start to the last one's end)."""
+def measured_dags(name: str) -> list[str]:
+    """The DAGs whose runs a catch-up measures: one per team and table, ours or the no-op baseline's."""
+    from airflow_provider_duckling.domain.partitions import dag_id_for
+
+    tables = ("events", "persons")
+    if name == "noop":
+        return [f"noop_{table}_team_{team}" for team in TEAMS for table in tables]
+    return [dag_id_for(table, team) for team in TEAMS for table in tables]
+
+
+OTHER_FAILURES: dict[str, dict[str, int]] = {}
+"""Catch-up name → failed runs of DAGs not measured (housekeeping, operations), by DAG, for the report."""
+
+
+def _runs(stack, dbname: str, dag_ids: list[str]) -> tuple[int, float | None]:
+    """(successful runs, seconds from the first run's start to the last one's end), of ``dag_ids`` only.
+
+    A failed run of one of them fails the bench; failed runs of other DAGs are only remembered
+    (:data:`OTHER_FAILURES`): they are not what is measured."""
     import psycopg2
 
     conn = psycopg2.connect(host="127.0.0.1", port=stack.postgres.port, user=stack.postgres.user,
                             password=stack.postgres.password, dbname=dbname)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*), min(start_date), max(end_date) FROM dag_run WHERE state = 'success'")
+            cur.execute("SELECT count(*), min(start_date), max(end_date) FROM dag_run "
+                        "WHERE state = 'success' AND dag_id = ANY(%s)", (dag_ids,))
             done, first, last = cur.fetchone()
-            cur.execute("SELECT count(*) FROM dag_run WHERE state = 'failed'")
-            (failed,) = cur.fetchone()
+            cur.execute("SELECT dag_id, count(*) FROM dag_run WHERE state = 'failed' GROUP BY dag_id")
+            failed_by_dag = dict(cur.fetchall())
     finally:
         conn.close()
+    failed = sum(n for dag_id, n in failed_by_dag.items() if dag_id in dag_ids)
     if failed:
-        raise RuntimeError(f"{failed} run(s) failed in {dbname}")
+        raise RuntimeError(f"{failed} measured run(s) failed in {dbname}")
+    OTHER_FAILURES[dbname] = {dag_id: n for dag_id, n in failed_by_dag.items() if dag_id not in dag_ids}
     return int(done), (last - first).total_seconds() if first and last else None
 
 
@@ -115,7 +138,7 @@ def _catch_up(bench, name: str, dags_folder: Path, registry: Path, expected: int
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            done, seconds = _runs(stack, dbname)
+            done, seconds = _runs(stack, dbname, measured_dags(name))
             if done >= expected:
                 FOOTPRINT[name] = _footprint(stack, dbname)
                 return done, seconds or 0.0
@@ -173,6 +196,10 @@ def main() -> None:
         ("duckling export + register", our_runs, f"{our_seconds:.0f}", f"{our_rate:.1f}"),
     ]))
     print(f"ratio {ratio:.2f} (goal ≥ 0.70): {'PASS' if ratio >= 0.7 else 'MISS'}")
+    for dbname, failures in sorted(OTHER_FAILURES.items()):
+        if failures:
+            print(f"note: not measured, failed in {dbname}: "
+                  + ", ".join(f"{dag_id} ({n})" for dag_id, n in sorted(failures.items())))
     ours = FOOTPRINT.get("duckling", [])
     total_rows, total_bytes = sum(r for _, r, _ in ours), sum(b for _, _, b in ours)
     print(f"\nAirflow metadata written by our catch-up ({our_runs} runs; PostgreSQL sizes include indexes and TOAST, "

@@ -156,6 +156,33 @@ def test_a_team_holding_only_the_day_reads_as_few_granules(source, storage):
     assert _granules(source, SINGLE_TEAM, DAY) <= selected <= _granules(source, SINGLE_TEAM, DAY) + 3
 
 
+def test_a_month_of_a_long_history_reads_only_that_months_granules(source, storage):
+    """The batch statement (a month of history, each day its own file) prunes like a day: the month's
+    granules of the team's 1,100 days, not the history; and it writes exactly the month's rows per day."""
+    from airflow_provider_duckling.domain.partitions import DayRange
+    from airflow_provider_duckling.domain.tables import export_days_select
+    from airflow_provider_duckling.transfer.batch import export_days, range_parameters
+
+    month = DayRange(HISTORY_TEAM, DAY.replace(day=1), (DAY.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+                     - dt.timedelta(days=1))
+    select = f"{export_days_select(EVENTS, source.database)}\n{settings_clause(merged_settings(None))}"
+    selected, total = _explain_granules(source, select, range_parameters(month, HISTORY_TEAM))
+    wanted = int(source.query_rows(
+        f"SELECT uniqExact(_part, _part_granule_offset) FROM {DB}.events WHERE team_id = {{team:Int64}} "
+        "AND toDate32(timestamp) BETWEEN {first:Date32} AND {last:Date32}",
+        {"team": HISTORY_TEAM, "first": month.first, "last": month.last})[0][0])  # granules holding the month
+    team = _granules(source, HISTORY_TEAM)
+    assert team >= 1000 and wanted * 15 < team  # a month of 36 months
+    assert wanted <= selected <= wanted + 3, (selected, wanted)
+
+    result = export_days(source, storage, EVENTS, month, "batch-pruning")
+    assert result.day_rows == {p.day.isoformat(): _truth(source, HISTORY_TEAM, p.day)[0] for p in month.partitions}
+    for key in result.object_keys:
+        day = Partition(HISTORY_TEAM, dt.datetime.strptime(key.split("/year=")[1][:20], "%Y/month=%m/day=%d").date())
+        assert key == day.object_key("events", "batch-pruning")
+        assert _written(source, storage, key) == _truth(source, HISTORY_TEAM, day.day)
+
+
 # ---------------------------------------------------------------- 2. settings cannot change the rows
 
 

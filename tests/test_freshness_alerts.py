@@ -1,4 +1,5 @@
-"""Freshness metrics, the freshness check and the failure notifier (issue 14, point 1), on the real stack.
+"""Freshness metrics, the freshness check and the failure notifier (issue 14, point 1), on the real stack;
+the onboarding grace of a new duckling (issue 21, point 6).
 
 Metrics go through Airflow's own client to a real StatsD listener: a UDP socket on loopback that this test
 opens, with ``[metrics] statsd_on`` / ``statsd_host`` / ``statsd_port`` set the way a deployment sets them
@@ -19,15 +20,20 @@ from airflow.sdk import BaseNotifier
 
 from airflow_provider_duckling.common.errors import ConfigurationError
 from airflow_provider_duckling.demo.sample_data import insert_events
+from airflow_provider_duckling.domain.partitions import dag_id_for
 from airflow_provider_duckling.health.freshness import (
     TableFreshness,
+    describe,
     keyed_run_day,
     lagging,
     last_closed_day,
+    onboarding,
+    onboarding_until,
     summarize_runs,
     table_freshness,
 )
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
+from airflow_provider_duckling.registry import settings
 from airflow_provider_duckling.scheduling.ops_dags import FRESHNESS_DAG_ID
 from tests.support.runs import failed_scheduled_run, logged_text, run, team_dag
 
@@ -91,6 +97,49 @@ def test_lag_counts_closed_days_not_held_and_a_completed_rerun_clears_a_failed_d
     now = dt.datetime(2024, 3, 11, 1, 0, tzinfo=dt.UTC)
     assert last_closed_day(now, dt.timedelta(minutes=120)) == dt.date(2024, 3, 9)  # the 10th has not settled
     assert last_closed_day(now, dt.timedelta(0)) == dt.date(2024, 3, 10)
+
+
+def test_a_new_duckling_s_tables_are_onboarding_until_the_grace_after_discovery_first_saw_it():
+    now = dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.UTC)
+    grace = dt.timedelta(hours=6)
+    seen = now - dt.timedelta(hours=1)
+    assert onboarding_until(seen, now, grace) == dt.datetime(2026, 12, 6, 15, 0, tzinfo=dt.UTC)
+    assert onboarding_until(None, now, grace) == now + grace  # not seen by discovery yet: new, its grace not begun
+    assert onboarding_until(now - grace, now, grace) is None  # the grace has just ended
+    assert onboarding_until(now - dt.timedelta(days=30), now, grace) is None
+    assert onboarding_until(None, now, dt.timedelta(0)) is None  # 0 turns the grace off, for unseen ducklings too
+
+    # The issue's alert: ten days of discovered history, nothing held yet, and a run that failed meanwhile.
+    last, start, failed = dt.date(2026, 12, 5), dt.date(2026, 11, 26), [dt.date(2026, 12, 5)]
+    new = table_freshness(1, "events", start, last, [None], failed, onboarding_until(seen, now, grace), seen)
+    assert (new.lag_days, new.onboarding) == (10, True)  # still measured
+    assert lagging([new], 2) == [] and onboarding([new]) == [new]
+    assert describe(new) == "team 1 events: onboarding (grace until 2026-12-06 15:00 UTC; holds nothing, 1 failed day(s))"
+    assert new.as_dict()["grace_until"] == "2026-12-06T15:00+00:00"
+    assert new.as_dict()["first_seen"] == "2026-12-06T09:00+00:00"
+    unseen = table_freshness(2, "events", start, last, [], (), onboarding_until(None, now, grace), None)
+    assert lagging([unseen], 2) == []
+    assert describe(unseen) == ("team 2 events: onboarding (grace until at least 2026-12-06 16:00 UTC, not seen by "
+                                "discovery yet; holds nothing)")
+
+    # Six hours after it was first seen, the same table alerts as before.
+    later = now + dt.timedelta(hours=5)
+    old = table_freshness(1, "events", start, last, [None], failed, onboarding_until(seen, later, grace), seen)
+    assert (old.onboarding, old.as_dict()["grace_until"]) == (False, None)
+    assert lagging([old, unseen], 2) == [old] and onboarding([old, unseen]) == [unseen]
+    assert describe(old) == "team 1 events: 10 day(s) behind 2026-12-05 (holds nothing, 1 failed day(s))"
+
+
+def test_the_grace_setting_defaults_to_six_hours_and_zero_turns_it_off(monkeypatch):
+    assert settings.onboarding_grace() == dt.timedelta(hours=6)
+    monkeypatch.setenv("AIRFLOW__DUCKLING__ONBOARDING_GRACE_HOURS", "0")
+    assert settings.onboarding_grace() == dt.timedelta(0)
+    monkeypatch.setenv("AIRFLOW__DUCKLING__ONBOARDING_GRACE_HOURS", "24")
+    assert settings.onboarding_grace() == dt.timedelta(days=1)
+    for bad, message in (("-1", "must be between 0 and 8784"), ("6h", "must be a whole number")):
+        monkeypatch.setenv("AIRFLOW__DUCKLING__ONBOARDING_GRACE_HOURS", bad)
+        with pytest.raises(ConfigurationError, match=message):
+            settings.onboarding_grace()
 
 
 # ------------------------------------------------------------------ the notifier setting
@@ -217,7 +266,8 @@ def _ducklake_metrics(lines: list[str], team: int) -> dict[str, tuple[float, str
     return out
 
 
-def test_statsd_receives_moved_rows_and_bytes_and_every_table_s_freshness(stack, statsd, monkeypatch, caplog, capfd):
+def test_statsd_receives_moved_rows_and_bytes_and_every_table_s_freshness(stack, statsd, state_file, monkeypatch,
+                                                                          caplog, capfd):
     caplog.set_level(logging.INFO)
     monkeypatch.setenv("AIRFLOW__DUCKLING__SETTLE_MINUTES", "0")
     monkeypatch.setenv("AIRFLOW__DUCKLING__FRESHNESS_MAX_LAG_DAYS", "1")
@@ -228,6 +278,7 @@ def test_statsd_receives_moved_rows_and_bytes_and_every_table_s_freshness(stack,
     fresh = stack.new_duckling(260, "fresh", start_date=DAYS[0])
     late = stack.new_duckling(261, "fresh", start_date=DAYS[0])
     stack.use(fresh, late)
+    _discovery_pass([fresh, late], dt.datetime.now(dt.UTC) - dt.timedelta(days=1))  # long past their grace
     for day in DAYS[:2]:  # team 260's events: the last closed day is missing (lag 1, allowed)
         assert run(260, day).state == "success"
     team_dag(261)  # team 261 has no run yet: its DAG must be serialised for the failed one
@@ -278,6 +329,89 @@ def test_statsd_receives_moved_rows_and_bytes_and_every_table_s_freshness(stack,
 
     monkeypatch.setenv("AIRFLOW__DUCKLING__FRESHNESS_MAX_LAG_DAYS", "3")
     assert _ops_dag(FRESHNESS_DAG_ID).test().state == "success"  # nobody lags more than 3 days
+
+
+@pytest.fixture
+def state_file(monkeypatch, tmp_path):
+    """A discovery state file of the test's own (``[duckling] state_path``): what it records of first sightings
+    does not reach other tests' DAGs."""
+    path = tmp_path / "duckling_state.json"
+    monkeypatch.setenv("AIRFLOW__DUCKLING__STATE_PATH", str(path))
+    return path
+
+
+def _discovery_pass(ducklings, when: dt.datetime):
+    """The real discovery pass over exactly these registry entries, as if it had run at ``when``: it finds the
+    start of those without one in ClickHouse and records when each was first seen."""
+    from airflow_provider_duckling.scheduling.discovery import run_discovery
+
+    return run_discovery({d.team_id: d for d in ducklings}, ClickHouseHook, now=when,
+                         floor=settings.start_date_floor(), rediscovery_days=0)
+
+
+def _notified(monkeypatch, path) -> None:
+    monkeypatch.setenv("AIRFLOW__DUCKLING__FAILURE_NOTIFIER", NOTIFIER)
+    monkeypatch.setenv("AIRFLOW__DUCKLING__FAILURE_NOTIFIER_KWARGS", json.dumps({"path": str(path)}))
+
+
+def test_new_ducklings_are_onboarding_and_the_check_passes_without_a_notification(
+        stack, state_file, monkeypatch, tmp_path, caplog, capfd):
+    """Issue 21's start of a deployment: a duckling discovery has just found (history discovered, nothing held,
+    a run already failed) and one added after the last discovery pass. Both lag past the limit; neither is
+    judged until its grace ends."""
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "notified.jsonl"
+    _notified(monkeypatch, out)
+    monkeypatch.setenv("AIRFLOW__DUCKLING__SETTLE_MINUTES", "0")
+    monkeypatch.setenv("AIRFLOW__DUCKLING__FRESHNESS_MAX_LAG_DAYS", "1")
+    for day in DAYS:
+        insert_events(ClickHouseHook(), 267, day, 40)
+    found = stack.new_duckling(267, "onboard", start_date=None)
+    stack.use(found)
+    seen = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    state = _discovery_pass([found], seen)
+    assert state.start_dates["events"][267] == DAYS[0] and state.first_seen == {267: seen}
+    unseen = stack.new_duckling(268, "onboard", start_date=DAYS[0])  # in the registry since the last pass
+    stack.use(found, unseen)
+    team_dag(267)  # serialised, for the failed run
+    failed_scheduled_run(dag_id_for("events", 267), DAYS[1])  # its own failure callback reports that one
+
+    assert _ops_dag(FRESHNESS_DAG_ID).test().state == "success"
+    text = logged_text(caplog, capfd)
+    line = next(line for line in text.splitlines() if "event=freshness_onboarding" in line)
+    assert "event=freshness_onboarding tables=4 not judged yet" in line
+    until = f"{seen + dt.timedelta(hours=6):%Y-%m-%d %H:%M} UTC"
+    assert f"team 267 events: onboarding (grace until {until}; holds nothing, 1 failed day(s))" in line
+    assert f"team 267 persons: onboarding (grace until {until}; holds nothing)" in line
+    assert line.count("not seen by discovery yet; holds nothing)") == 2  # team 268's two tables
+    assert "team 268 events: onboarding (grace until at least " in line
+    assert "lag more than" not in text
+    assert not out.exists()  # no alert for either
+
+
+def test_after_its_grace_a_duckling_that_holds_nothing_fails_the_check_naming_it(
+        stack, state_file, monkeypatch, tmp_path, caplog, capfd):
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "notified.jsonl"
+    _notified(monkeypatch, out)
+    monkeypatch.setenv("AIRFLOW__DUCKLING__SETTLE_MINUTES", "0")  # freshness_max_lag_days: its default, 2
+    for day in DAYS:
+        insert_events(ClickHouseHook(), 269, day, 40)
+    stalled = stack.new_duckling(269, "graced", start_date=None)
+    stack.use(stalled)
+    # First seen seven hours ago (grace: 6): its top-ups have had their chance and moved nothing.
+    state = _discovery_pass([stalled], dt.datetime.now(dt.UTC) - dt.timedelta(hours=7))
+    assert state.start_dates["events"][269] == DAYS[0]
+
+    assert _ops_dag(FRESHNESS_DAG_ID).test().state == "failed"
+    text = logged_text(caplog, capfd)
+    # Persons start at the last closed day when first seen (seven hours ago): at most two days behind, allowed.
+    assert "1 duckling table(s) lag more than 2 day(s)" in text
+    assert f"team 269 events: 3 day(s) behind {DAYS[2]} (holds nothing)" in text
+    assert "event=freshness_onboarding" not in text and "onboarding (grace until" not in text
+    (call,) = [json.loads(line) for line in out.read_text().splitlines()]  # one alert: the check's
+    assert (call["dag_id"], call["task_id"]) == (FRESHNESS_DAG_ID, "check_freshness")
+    assert f"team 269 events: 3 day(s) behind {DAYS[2]}" in call["exception"]
 
 
 def test_a_failing_task_calls_the_configured_notifier_with_its_context(stack, monkeypatch, tmp_path):
@@ -359,7 +493,7 @@ def test_real_workers_send_metrics_and_call_the_notifier(stack, tmp_path):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not run_states(FRESHNESS_DAG_ID, "freshness_probe") & {"success", "failed"}:
             lines += _datagrams(listener)
-        # Nobody lags more than [duckling] freshness_max_lag_days (2).
+        # Nobody lags more than [duckling] freshness_max_lag_days (2); both ducklings are new (onboarding) too.
         assert run_states(FRESHNESS_DAG_ID, "freshness_probe") == {"success"}, airflow.log_tail("scheduler")
         lines += _datagrams(listener)
     finally:

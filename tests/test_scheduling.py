@@ -38,6 +38,7 @@ def test_discovery_finds_earliest_dates_and_new_ducklings_catch_up(stack):
     if state.exists():
         state.unlink()
 
+    now_before = dt.datetime.now(dt.UTC).replace(microsecond=0)
     bag = load_dags()
     before = bag.get_dag("duckling_events_backfill_team_1")
     assert before.schedule is None  # exists, but schedules nothing until its start is known
@@ -54,10 +55,22 @@ def test_discovery_finds_earliest_dates_and_new_ducklings_catch_up(stack):
     bag = load_dags()  # the next parse
     dag = bag.get_dag("duckling_events_backfill_team_1")
     assert dag.start_date == dt.datetime.combine(DAYS[0], dt.time(), tzinfo=dt.UTC)
-    assert dag.schedule is not None and "CronDataIntervalTimetable" in type(dag.timetable).__name__
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    from airflow_provider_duckling.domain.history import batch_end
+    from airflow_provider_duckling.registry.state import load_discovery_state
+
+    # Discovery also records when it first saw each duckling: history before 3 days before it moves in batches.
+    seen = load_discovery_state().first_seen
+    assert set(seen) == {1, 6, 77} and all(now_before <= t <= dt.datetime.now(dt.UTC) for t in seen.values())
+    daily_from = seen[1].date() - dt.timedelta(days=3)
+    assert isinstance(dag.timetable, CronDataIntervalTimetable) and dag.timetable.daily_from == daily_from
+    assert bag.get_dag("duckling_persons_backfill_team_1").timetable.daily_from == seen[1].date()
     model = _dag_model("duckling_events_backfill_team_1")
     assert model.is_paused is False
     assert model.next_dagrun_data_interval_start == dt.datetime.combine(DAYS[0], dt.time(), tzinfo=dt.UTC)
+    assert model.next_dagrun_data_interval_end == dt.datetime.combine(batch_end(DAYS[0], daily_from), dt.time(),
+                                                                      tzinfo=dt.UTC)
     assert bag.get_dag("duckling_events_backfill_team_77").schedule is None
     # Re-running discovery changes nothing that is known, and never asks again for known teams.
     assert bag.get_dag(DISCOVERY_DAG_ID).test().state == "success"
@@ -139,3 +152,14 @@ def test_later_pass_reruns_each_failed_partition_once(stack):
         ]
         assert session.query(DagRun).filter(DagRun.dag_id == "duckling_persons_backfill_team_2",
                                             DagRun.run_id.like("later_pass__%")).count() == 0
+
+    # A failed history batch (the days before the daily-from day) is run again whole, by its range key.
+    first, end = yesterday - dt.timedelta(days=6), yesterday - dt.timedelta(days=2)
+    failed_scheduled_run("duckling_persons_backfill_team_2", first, end)
+    assert bag.get_dag(RETRY_DAG_ID).test().state == "success"
+    key = f"2_{first}..{end - dt.timedelta(days=1)}"
+    with create_session() as session:
+        reruns = session.query(DagRun).filter(DagRun.dag_id == "duckling_persons_backfill_team_2",
+                                              DagRun.run_id.like("later_pass__%")).all()
+        assert [(r.run_id, r.conf) for r in reruns] == [(f"later_pass__{key.replace('..', '_to_')}",
+                                                         {"partition_key": key})]

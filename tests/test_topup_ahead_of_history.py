@@ -19,6 +19,7 @@ import pytest
 
 from airflow_provider_duckling.demo.report import lake_day_counts
 from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, insert_events
+from airflow_provider_duckling.domain.history import batch_end, catchup_runs
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.registry.catalog import write_registry
 from airflow_provider_duckling.scheduling.dag_factory import dag_id_for
@@ -94,10 +95,13 @@ def test_new_teams_top_up_lands_ahead_of_its_history(stack: Any) -> None:
         print(f"\ntop-up: yesterday in the lake {landed:.0f} s after start; history runs done by then: "
               f"{len(history_done)} of {LONG_DAYS}")
 
-        # 2. Catch-up of the short history skips the top-up days and goes on to today: each day runs once.
+        # 2. Catch-up of the short history (one batch of its older days, then the top-up days) skips the
+        #    top-up days and goes on to today: each day is in exactly one run.
+        short_start = yesterday - dt.timedelta(days=SHORT_DAYS - 1)
+        short_runs = catchup_runs(short_start, today, today - dt.timedelta(days=TOPUP_DAYS))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            done = all(len(runs := _runs(stack, d)) == SHORT_DAYS and all(r[2] == "success" for r in runs)
+            done = all(len(runs := _runs(stack, d)) == short_runs and all(r[2] == "success" for r in runs)
                        for d in short_dags)
             next_runs = {d: n for d, n in _query(stack, "SELECT dag_id, next_dagrun FROM dag WHERE dag_id = ANY(%s)",
                                                      short_dags)}
@@ -106,8 +110,12 @@ def test_new_teams_top_up_lands_ahead_of_its_history(stack: Any) -> None:
             time.sleep(3)
         for dag_id in short_dags:
             runs = _runs(stack, dag_id)
-            assert [r[3] for r in runs] == [_midnight(yesterday - dt.timedelta(days=n))
-                                            for n in reversed(range(SHORT_DAYS))], dag_id
+            intervals = [(r[4].date(), r[5].date()) for r in runs]
+            assert intervals[0][0] == short_start and intervals[-1][1] == today, intervals
+            assert all(a[1] == b[0] for a, b in zip(intervals, intervals[1:], strict=False)), intervals
+            assert [end for _, end in intervals] == [batch_end(start, today - dt.timedelta(days=TOPUP_DAYS))
+                                                     for start, _ in intervals], intervals
+            assert intervals[-TOPUP_DAYS:] == [(d, d + dt.timedelta(days=1)) for d in sorted(recent)], intervals
             assert all(r[2] == "success" for r in runs), runs
         assert next_runs == dict.fromkeys(short_dags, _midnight(today)), next_runs  # caught up, not stalled
         short_topups = [r for d in short_dags for r in _runs(stack, d) if r[0].startswith("topup__")]

@@ -27,13 +27,14 @@ def asset_event_extra(rows: int, bytes_: int, files: int, snapshot_id: int | Non
     return {"rows": int(rows), "bytes": int(bytes_), "files": int(files), "snapshot_id": snapshot_id}
 
 
-def publish_partition(context: Any, outlets: list[Any], partition_key: str, extra: dict[str, Any]) -> int:
-    """Attach ``partition_key`` and ``extra`` to the event of each Asset outlet; returns how many."""
+def publish_partition(context: Any, outlets: list[Any], partition_key: str | list[str], extra: dict[str, Any]) -> int:
+    """Attach ``partition_key`` (several: one event per key, for a batch of days) and ``extra`` to the
+    event of each Asset outlet; returns how many outlets."""
     published = 0
     for outlet in outlets:
         if isinstance(outlet, Asset):
             accessor = context["outlet_events"][outlet]
             accessor.extra = dict(extra)
-            accessor.add_partitions(partition_key)
+            accessor.add_partitions(partition_key if isinstance(partition_key, list) else [partition_key])
             published += 1
     return published

@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run one partition {team_id}_{YYYY-MM-DD} through Airflow, with options", epilog=_EPILOG,
         description="Validate, then trigger a manual DAG run (default; --wait follows it) or run it in this process "
                     "with dag.test() (--local). Options are the DAG's Params.")
-    run.add_argument("partition_key", metavar="PARTITION_KEY", help="{team_id}_{YYYY-MM-DD}, e.g. 12345_2024-01-15")
+    run.add_argument("partition_key", metavar="PARTITION_KEY", help="{team_id}_{YYYY-MM-DD}, e.g. 12345_2024-01-15, or a range of days moved as one "
+                          "batch, {team_id}_{first}..{last}, e.g. 12345_2024-01-01..2024-01-31")
     run.add_argument("--table", choices=("events", "persons"), default="events")
     run.add_argument("--dry-run", action="store_true", help="log what would happen; write nothing")
     run.add_argument("--clickhouse-settings", metavar="JSON", help='e.g. \'{"max_execution_time": 7200}\'')

@@ -1,4 +1,5 @@
-"""``duckling run PARTITION_KEY``: move one partition through Airflow, with the original system's options.
+"""``duckling run PARTITION_KEY``: move one partition (or a range of days, ``{team}_{first}..{last}``, as one
+batch) through Airflow, with the original system's options.
 
 Everything is validated before anything happens (the key, the team against the registry the DAGs are built
 from, the table, the options): a mistake exits 2 having written nothing, not even a DAG run. Then either
@@ -26,7 +27,7 @@ from airflow_provider_duckling.cli.errors import OK, PROBLEMS, RunNotStarted, Us
 from airflow_provider_duckling.cli.render import emit_json, progress, table
 from airflow_provider_duckling.common.errors import ConfigurationError
 from airflow_provider_duckling.common.redaction import scrub
-from airflow_provider_duckling.domain.partitions import Partition
+from airflow_provider_duckling.domain.partitions import DayRange, Partition, parse_key, run_id_part
 from airflow_provider_duckling.registry.catalog import get_duckling
 from airflow_provider_duckling.registry.options import parse_clickhouse_settings
 from airflow_provider_duckling.transfer.export import merged_settings
@@ -35,7 +36,7 @@ TASKS = ("wait_for_late_events", "export", "register")
 _DONE = ("success", "failed", "skipped", "upstream_failed", "removed")
 
 
-def build_conf(args: argparse.Namespace, partition: Partition) -> dict[str, Any]:
+def build_conf(args: argparse.Namespace, partition: Partition | DayRange) -> dict[str, Any]:
     """The DAG run conf: the partition and only the options the user changed (Params fill the rest)."""
     conf: dict[str, Any] = {"partition_key": partition.key}
     if args.clickhouse_settings is not None:
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
     """Validate, then trigger (optionally wait) or run locally; exit 1 when the run does not succeed."""
     from airflow_provider_duckling.domain.partitions import dag_id_for
 
-    partition = Partition.parse(args.partition_key)
+    partition = parse_key(args.partition_key)
     get_duckling(partition.team_id)  # the registry the DAGs are built from
     conf = build_conf(args, partition)
     _confirm_delete(args, partition.team_id)
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
     return _wait(dag_id, run_id, out, args.timeout, args.poll_interval, as_json)
 
 
-def _trigger(dag_id: str, partition: Partition, conf: dict[str, Any]) -> tuple[str, str, bool]:
+def _trigger(dag_id: str, partition: Partition | DayRange, conf: dict[str, Any]) -> tuple[str, str, bool]:
     """Create a queued manual DAG run (what ``airflow dags trigger`` does); the scheduler picks it up.
     Returns the run id, its state and whether the DAG is paused."""
     from airflow.api.common.trigger_dag import trigger_dag
@@ -110,7 +111,7 @@ def _trigger(dag_id: str, partition: Partition, conf: dict[str, Any]) -> tuple[s
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     key = f"{partition.team_id}_full" if conf.get("full_export") else partition.key
-    run_id = f"manual__duckling-cli__{key}__{stamp}"
+    run_id = f"manual__duckling-cli__{run_id_part(key)}__{stamp}"
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -159,7 +160,7 @@ def _wait(dag_id: str, run_id: str, out: Console, timeout: float, poll: float, a
     return report(dag_id, run_id, out, as_json)
 
 
-def _local(dag_id: str, partition: Partition, conf: dict[str, Any], out: Console, as_json: bool = False) -> int:
+def _local(dag_id: str, partition: Partition | DayRange, conf: dict[str, Any], out: Console, as_json: bool = False) -> int:
     """``dag.test()`` the run in this process, after storing the DAGs as the dag-processor would."""
     from airflow.configuration import conf as airflow_conf
 
@@ -172,9 +173,10 @@ def _local(dag_id: str, partition: Partition, conf: dict[str, Any], out: Console
         raise RunNotStarted(scrub(f"DAG {dag_id} was not built from the DAGs folder" + (f" ({errors})" if errors else "")))
     if not as_json:
         out.print(f"Running {dag_id} for {conf.get('partition_key')} in this process (dag.test) …")
-    dag_run = dag.test(logical_date=local_logical_date(partition.day), run_conf=conf)
-    if dag_run.data_interval_start is None or dag_run.data_interval_start.date() != partition.day:
-        raise RunNotStarted(f"{dag_id}: the local run covers {dag_run.data_interval_start}, not {partition.day}")
+    day = partition.last if isinstance(partition, DayRange) else partition.day  # a range: its conf names the days
+    dag_run = dag.test(logical_date=local_logical_date(day), run_conf=conf)
+    if dag_run.data_interval_start is None or dag_run.data_interval_start.date() != day:
+        raise RunNotStarted(f"{dag_id}: the local run covers {dag_run.data_interval_start}, not {day}")
     return report(dag_id, dag_run.run_id, out, as_json)
 
 

@@ -2,6 +2,8 @@
 
 A partition key is ``{team_id}_{YYYY-MM-DD}`` (the original system's format). Object keys follow
 ``backfill/{table}/team_id={team_id}/year={YYYY}/month={MM}/day={DD}/{run_token}.parquet``.
+A batch of consecutive days (:class:`DayRange`, key ``{team_id}_{first}..{last}``) is moved by one run
+but keeps that layout: each of its days gets its own file(s) under its own day's prefix.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ EPOCH = dt.date(1970, 1, 1)
 _KEY = re.compile(r"([0-9]{1,19})_([0-9]{4}-[0-9]{2}-[0-9]{2})", re.ASCII)
 _TEAM = re.compile(r"[0-9]{1,19}", re.ASCII)
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_RANGE_KEY = re.compile(r"([0-9]{1,19})_([0-9]{4}-[0-9]{2}-[0-9]{2})\.\.([0-9]{4}-[0-9]{2}-[0-9]{2})", re.ASCII)
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_RANGE_DAYS = 366
+"""The most days one run moves (a batch of history is a calendar month; a typed range at most a year)."""
 
 
 def validate_team_id(team_id: object) -> int:
@@ -121,8 +126,81 @@ class FullExport:
         return f"team_id = {duckdb_literal(self.team_id)}"
 
 
-Scope = Partition | FullExport
-"""What one export/register pair moves: one team-day, or all of a team's rows."""
+@dataclass(frozen=True, order=True)
+class DayRange:
+    """Consecutive UTC days of one team, ``first`` to ``last`` inclusive, moved by one run (a batch of
+    history): one ClickHouse statement (or a few) writes each day's own file(s), one lake transaction swaps
+    them all in."""
+
+    team_id: int
+    first: dt.date
+    last: dt.date
+
+    def __post_init__(self) -> None:
+        if self.last < self.first:
+            raise PartitionError(f"invalid day range {self.first}..{self.last}: the last day is before the first")
+        if (self.last - self.first).days + 1 > MAX_RANGE_DAYS:
+            raise PartitionError(f"invalid day range {self.first}..{self.last}: more than {MAX_RANGE_DAYS} days in one run")
+
+    @classmethod
+    def parse(cls, key: str) -> DayRange:
+        """Parse ``{team_id}_{first}..{last}``, validating each part like a partition key's."""
+        match = _RANGE_KEY.fullmatch(key) if isinstance(key, str) else None
+        if not match:
+            raise PartitionError(f"invalid day range {quoted(key)}: expected {{team_id}}_{{first}}..{{last}}, "
+                                 "e.g. 12345_2024-01-01..2024-01-31")
+        return cls(validate_team_id(int(match.group(1))), parse_day(match.group(2)), parse_day(match.group(3)))
+
+    @property
+    def key(self) -> str:
+        return f"{self.team_id}_{self.first.isoformat()}..{self.last.isoformat()}"
+
+    @property
+    def start(self) -> dt.datetime:
+        return dt.datetime.combine(self.first, dt.time(), tzinfo=dt.UTC)
+
+    @property
+    def end(self) -> dt.datetime:
+        """Exclusive UTC end of the last day."""
+        return dt.datetime.combine(self.last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+    @property
+    def partitions(self) -> list[Partition]:
+        """Each day of the range, oldest first."""
+        return [Partition(self.team_id, self.first + dt.timedelta(days=n)) for n in range((self.last - self.first).days + 1)]
+
+    def prefix(self, table: str) -> str:
+        """The team's prefix: every day's files of the range lie under it (each under its own day)."""
+        return f"backfill/{table}/team_id={self.team_id}/"
+
+    def lake_predicate(self, day_column: str) -> str:
+        from airflow_provider_duckling.common.quoting import duckdb_ident, duckdb_literal
+
+        col = duckdb_ident(day_column)
+        return (f"team_id = {duckdb_literal(self.team_id)} AND {col} >= {duckdb_literal(self.start)} "
+                f"AND {col} < {duckdb_literal(self.end)}")
+
+
+def days_scope(team_id: int, first: dt.date, last: dt.date) -> Partition | DayRange:
+    """One day as a :class:`Partition` (the path and key of a daily run, unchanged), several as a :class:`DayRange`."""
+    return Partition(team_id, first) if first == last else DayRange(team_id, first, last)
+
+
+def run_id_part(key: str) -> str:
+    """A partition or range key as a run id may hold it: Airflow refuses ``..`` in a run id (path
+    traversal), so a range ``12345_2024-01-01..2024-01-31`` becomes ``12345_2024-01-01_to_2024-01-31``."""
+    return key.replace("..", "_to_")
+
+
+def parse_key(key: str) -> Partition | DayRange:
+    """A partition key, or a day range key ``{team_id}_{first}..{last}``."""
+    if isinstance(key, str) and ".." in key:
+        return DayRange.parse(key)
+    return Partition.parse(key)
+
+
+Scope = Partition | FullExport | DayRange
+"""What one export/register pair moves: one team-day, a batch of days, or all of a team's rows."""
 
 
 def run_token(run_id: str, try_number: int | None = None) -> str:

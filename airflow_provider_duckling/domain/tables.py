@@ -151,6 +151,29 @@ def events_day_source(database: str) -> str:
     )
 
 
+#: Consecutive UTC days ``{first:Date}`` ≤ day < ``{end:Date}`` (a batch of history), exact and pruned like one day.
+DAYS_START = "toDateTime64({first:Date}, 6, 'UTC')"
+DAYS_END = "toDateTime64({end:Date}, 6, 'UTC')"
+
+
+def events_days_source(database: str) -> str:
+    """``FROM … WHERE …`` of consecutive team-days of events (``{first:Date}`` to ``{end:Date}``, end excluded)."""
+    return (
+        f"FROM {_qualified(database, 'events')} AS {EVENTS_ALIAS}\n"
+        f"WHERE {_ev('team_id')} = {{team_id:Int64}}\n"
+        f"  AND {_ev('timestamp')} >= {DAYS_START}\n"
+        f"  AND {_ev('timestamp')} < {DAYS_END}"
+    )
+
+
+def export_days_select(table: TableSpec, database: str) -> str:
+    """The SELECT of consecutive team-days (events only: persons history is one full export), with
+    ``{team_id:Int64}``, ``{first:Date}`` and ``{end:Date}`` bound."""
+    if table.name != EVENTS.name:
+        raise ValueError(f"{table.name} history is one full export, not a range of days")
+    return f"SELECT\n    {table.select_list()}\n{events_days_source(database)}"
+
+
 def _events_source(database: str, daily: bool) -> str:
     if not daily:
         raise ValueError("events are exported one UTC day at a time; a full export exists only for persons")

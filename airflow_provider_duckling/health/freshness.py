@@ -8,9 +8,15 @@ scheduled, catch-up or top-up run failed and that no run of the same day (a late
 since completed. Run states come from the Execution API (a worker may not read the metadata DB), the lake
 is attached read-only.
 
-The computation (:func:`table_freshness`, :func:`summarize_runs`, :func:`lagging`) is pure; :func:`collect`
-reads the lakes and Airflow (two Execution API calls per DAG, plus one per day of the look-back that
-could change the answer).
+A new duckling holds nothing until its first top-up has run, so its tables are *onboarding* for ``[duckling]
+onboarding_grace_hours`` after discovery first saw it (:attr:`DiscoveryState.first_seen
+<airflow_provider_duckling.registry.state.DiscoveryState.first_seen>`), and for as long as no discovery pass
+has seen it yet: measured and reported, never judged lagging. A run that fails meanwhile is reported by its own
+task's failure callback; the check does not report it a second time.
+
+The computation (:func:`onboarding_until`, :func:`table_freshness`, :func:`summarize_runs`, :func:`lagging`)
+is pure; :func:`collect` reads the lakes and Airflow (two Execution API calls per DAG, plus one per day of the
+look-back that could change the answer).
 """
 
 from __future__ import annotations
@@ -44,6 +50,15 @@ class TableFreshness:
     last_closed: dt.date
     latest_day: dt.date | None
     failed_days: tuple[dt.date, ...] = ()
+    grace_until: dt.datetime | None = None
+    """Set while the duckling is onboarding: when its grace ends (UTC); until then the table is not judged."""
+    first_seen: dt.datetime | None = None
+    """When discovery first saw the duckling (``None``: not yet, which an onboarding message says)."""
+
+    @property
+    def onboarding(self) -> bool:
+        """Whether the table is within its duckling's onboarding grace (measured, never lagging)."""
+        return self.grace_until is not None
 
     @property
     def lag_days(self) -> int | None:
@@ -56,7 +71,9 @@ class TableFreshness:
     def as_dict(self) -> dict[str, Any]:
         return {"team_id": self.team_id, "table": self.table,
                 "latest_day": self.latest_day.isoformat() if self.latest_day else None,
-                "lag_days": self.lag_days, "failed_days": [d.isoformat() for d in self.failed_days]}
+                "lag_days": self.lag_days, "failed_days": [d.isoformat() for d in self.failed_days],
+                "grace_until": self.grace_until.isoformat(timespec="minutes") if self.grace_until else None,
+                "first_seen": self.first_seen.isoformat(timespec="minutes") if self.first_seen else None}
 
 
 @dataclass
@@ -114,24 +131,57 @@ def baseline_day(comment: str | None, settle: dt.timedelta) -> dt.date | None:
     return None if baseline is None else (baseline - settle).date() - dt.timedelta(days=1)
 
 
+def onboarding_until(first_seen: dt.datetime | None, now: dt.datetime, grace: dt.timedelta) -> dt.datetime | None:
+    """When a duckling's onboarding grace ends, or ``None`` once it has ended (or the grace is 0).
+
+    Its first top-up cannot have run before discovery saw it, so the grace counts from ``first_seen``; a
+    duckling no discovery pass has seen yet (``None``) is newer still: its grace has not even started, and
+    ends no sooner than ``now + grace``.
+
+    :param first_seen: when discovery first found the duckling in the registry, or ``None``
+    :param now: the time of the check
+    :param grace: ``[duckling] onboarding_grace_hours``
+    """
+    if grace <= dt.timedelta(0):
+        return None
+    end = (now if first_seen is None else first_seen) + grace
+    return end.astimezone(dt.UTC) if now < end else None
+
+
 def table_freshness(
     team_id: int, table: str, start: dt.date | None, last_closed: dt.date, held: Iterable[dt.date | None],
-    failed: Iterable[dt.date] = (),
+    failed: Iterable[dt.date] = (), grace_until: dt.datetime | None = None, first_seen: dt.datetime | None = None,
 ) -> TableFreshness:
-    """Combine what is known to be held (lake days, successful runs, the full export) into one answer."""
+    """Combine what is known to be held (lake days, successful runs, the full export) into one answer.
+
+    :param grace_until: from :func:`onboarding_until`: set while the duckling is onboarding
+    :param first_seen: when discovery first saw the duckling, if it has
+    """
     days = [d for d in held if d is not None and d <= last_closed]
-    return TableFreshness(team_id, table, start, last_closed, max(days, default=None), tuple(sorted(failed)))
+    return TableFreshness(team_id, table, start, last_closed, max(days, default=None), tuple(sorted(failed)),
+                          grace_until, first_seen)
 
 
 def lagging(report: Iterable[TableFreshness], max_lag_days: int) -> list[TableFreshness]:
-    """The tables more than ``max_lag_days`` behind (tables whose start date is unknown are not judged)."""
-    return [f for f in report if f.lag_days is not None and f.lag_days > max_lag_days]
+    """The tables more than ``max_lag_days`` behind (tables whose start date is unknown, and tables of an
+    onboarding duckling, are not judged)."""
+    return [f for f in report if not f.onboarding and f.lag_days is not None and f.lag_days > max_lag_days]
+
+
+def onboarding(report: Iterable[TableFreshness]) -> list[TableFreshness]:
+    """The tables within their duckling's onboarding grace."""
+    return [f for f in report if f.onboarding]
 
 
 def describe(item: TableFreshness) -> str:
-    """One line per lagging table, for the check's failure message."""
+    """One line per lagging (or onboarding) table, for the check's message."""
     held = item.latest_day.isoformat() if item.latest_day else "nothing"
     failed = f", {len(item.failed_days)} failed day(s)" if item.failed_days else ""
+    if item.grace_until is not None:
+        until = item.grace_until.strftime("%Y-%m-%d %H:%M UTC")
+        if item.first_seen is None:  # discovery has not run since it was added: the grace has not started
+            until = f"at least {until}, not seen by discovery yet"
+        return f"team {item.team_id} {item.table}: onboarding (grace until {until}; holds {held}{failed})"
     return f"team {item.team_id} {item.table}: {item.lag_days} day(s) behind {item.last_closed} (holds {held}{failed})"
 
 
@@ -192,10 +242,17 @@ def run_summary(dag_id: str, days: list[dt.date], team_id: int, held: dt.date | 
     return summarize_runs(runs)
 
 
-def collect(ducklings: dict[int, Duckling], start_dates: dict[str, dict[int, dt.date]], now: dt.datetime) -> tuple[
-        list[TableFreshness], list[str]]:
+def collect(ducklings: dict[int, Duckling], start_dates: dict[str, dict[int, dt.date]], now: dt.datetime,
+            first_seen: dict[int, dt.datetime]) -> tuple[list[TableFreshness], list[str]]:
     """Every team and table's freshness, and one line per lake that could not be read (its tables are then
-    judged from their runs alone)."""
+    judged from their runs alone).
+
+    :param ducklings: the registry
+    :param start_dates: the discovered start dates (table → team → day)
+    :param now: the time of the check
+    :param first_seen: when discovery first saw each duckling (a team missing from it is onboarding, so
+        it is required: an empty mapping means every duckling is new)
+    """
     from airflow_provider_duckling.common.redaction import scrubbed_message
     from airflow_provider_duckling.domain.partitions import dag_id_for
     from airflow_provider_duckling.registry import settings
@@ -204,6 +261,7 @@ def collect(ducklings: dict[int, Duckling], start_dates: dict[str, dict[int, dt.
     last = last_closed_day(now, settle)
     lookback = [last - dt.timedelta(days=n) for n in range(settings.retry_lookback_days())]
     floor = settings.start_date_floor()
+    grace = settings.onboarding_grace()
     report: list[TableFreshness] = []
     problems: list[str] = []
     for duckling in sorted(ducklings.values(), key=lambda d: d.team_id):
@@ -212,6 +270,8 @@ def collect(ducklings: dict[int, Duckling], start_dates: dict[str, dict[int, dt.
         except Exception as exc:  # noqa: BLE001 - one unreadable lake must not hide the others
             problems.append(f"team {duckling.team_id}: cannot read the lake: {scrubbed_message(exc)}")
             lake = {t: [] for t in TABLES}
+        seen_at = first_seen.get(duckling.team_id)
+        grace_until = onboarding_until(seen_at, now, grace)
         for table in TABLES:
             start = duckling.start_date or start_dates.get(table, {}).get(duckling.team_id)
             start = max(start, floor) if start else None
@@ -219,5 +279,6 @@ def collect(ducklings: dict[int, Duckling], start_dates: dict[str, dict[int, dt.
             in_lake = max((d for d in lake[table] if d is not None), default=None)
             runs = run_summary(dag_id_for(table, duckling.team_id), days, duckling.team_id, in_lake)
             held = [*lake[table], max(runs.succeeded, default=None)]
-            report.append(table_freshness(duckling.team_id, table, start, last, held, runs.failed))
+            report.append(table_freshness(duckling.team_id, table, start, last, held, runs.failed, grace_until,
+                                          seen_at))
     return report, problems

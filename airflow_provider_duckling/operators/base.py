@@ -51,8 +51,10 @@ class DucklingPartitionOperator(BaseOperator):
     :param team_id: the team (templated).
     :param day: the UTC day ``YYYY-MM-DD`` to move (templated); ignored when ``partition_key`` or
         ``full_export`` is given.
-    :param partition_key: ``{team_id}_{YYYY-MM-DD}`` to move instead of ``day`` (templated); must belong
-        to ``team_id``.
+    :param last_day: move ``day`` through this day (inclusive) as one batch (templated; empty: ``day``
+        alone). The generated DAGs pass their run's data interval, a month of history or one day.
+    :param partition_key: ``{team_id}_{YYYY-MM-DD}``, or a range ``{team_id}_{first}..{last}``, to move
+        instead of ``day`` (templated); must belong to ``team_id``.
     :param full_export: move all of the team's rows instead of one day (persons only; templated).
     :param table: ``events`` or ``persons``.
     :param ducklake_conn_id: connection of type ``ducklake``; defaults to the registry entry's ``catalog_conn_id``.
@@ -65,13 +67,15 @@ class DucklingPartitionOperator(BaseOperator):
     operator_extra_links = (ExportedObjectsLink(),)
     #: Whether the task attaches the lake with DuckDB (the export task reads the catalog's tables instead).
     attaches_lake = True
-    _base_fields = ("team_id", "day", "partition_key", "full_export", "create_tables_if_missing", "delete_tables", "dry_run")
+    _base_fields = ("team_id", "day", "last_day", "partition_key", "full_export", "create_tables_if_missing",
+                    "delete_tables", "dry_run")
 
     def __init__(
         self,
         *,
         team_id: int | str,
         day: str | None = None,
+        last_day: str | None = None,
         partition_key: str | None = None,
         full_export: bool | str = False,
         table: str = "events",
@@ -86,6 +90,7 @@ class DucklingPartitionOperator(BaseOperator):
         get_table(table)
         self.team_id = team_id
         self.day = day
+        self.last_day = last_day
         self.partition_key = partition_key
         self.full_export = full_export
         self.table = table
@@ -145,10 +150,10 @@ class DucklingPartitionOperator(BaseOperator):
     def resolve(self) -> Target:
         """Validate the inputs and reach the duckling (assuming its role), in that order: a bad team, day or
         option fails before anything is contacted."""
-        scope = resolve_scope(self.team_id, self.day, self.partition_key, self.full_export)
+        scope = resolve_scope(self.team_id, self.day, self.partition_key, self.full_export, self.last_day)
         table = get_table(self.table)
         if self.flag("full_export") and table.name != "persons":
-            raise ConfigurationError("full_export applies to persons only; events move one UTC day at a time")
+            raise ConfigurationError("full_export applies to persons only; events move by UTC days")
         for name in ("create_tables_if_missing", "delete_tables", "dry_run"):
             self.flag(name)
         if self.attaches_lake:  # every lake needs DuckLake: its file is checked while the registry is read

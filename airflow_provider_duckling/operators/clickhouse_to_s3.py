@@ -11,7 +11,7 @@ from airflow.sdk import Context
 
 from airflow_provider_duckling.access.workload import Attempt
 from airflow_provider_duckling.common.errors import ConfigurationError, SchemaDriftError
-from airflow_provider_duckling.domain.partitions import FullExport, Partition, run_token
+from airflow_provider_duckling.domain.partitions import DayRange, FullExport, Partition, run_token
 from airflow_provider_duckling.domain.persons import (
     as_of_token,
     baseline_time,
@@ -25,21 +25,26 @@ from airflow_provider_duckling.operators.base import DucklingPartitionOperator, 
 from airflow_provider_duckling.operators.lineage import LineageFacts, clickhouse_dataset, object_dataset
 from airflow_provider_duckling.registry.options import parse_clickhouse_settings
 from airflow_provider_duckling.registry.settings import settle_delay
+from airflow_provider_duckling.transfer.batch import export_days
 from airflow_provider_duckling.transfer.export import export_partition, merged_settings
 from airflow_provider_duckling.transfer.lake import check_schema, table_columns, table_comment
 
 
 class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
     """
-    Export one team's data for one UTC day (or, for persons, all of it) from ClickHouse to Parquet in
-    the team's duckling bucket.
+    Export one team's data for one UTC day, or a batch of days (a month of history), or (persons) all of
+    it, from ClickHouse to Parquet in the team's duckling bucket.
 
     No row passes through the worker: ClickHouse's ``s3()`` table function writes the file. The object key
     is ``backfill/{table}/team_id={team_id}/year=YYYY/month=MM/day=DD/{run_id}-try{N}.parquet`` (a full
     export: ``backfill/persons/team_id={team_id}/full/{run_id}-try{N}.parquet``): every attempt writes a new
-    object, so nothing the lake already references is ever overwritten. Before exporting, the lake table is
-    checked against the export's columns: a type it cannot accept fails here, with nothing written.
-    Returns (as XCom) ``{"partition", "table", "files", "object_keys", "rows", "bytes", "dry_run"}``.
+    object, so nothing the lake already references is ever overwritten. A batch of days writes each day's
+    file under that day's key, many days per statement (:mod:`~airflow_provider_duckling.transfer.batch`).
+    Persons history is one full export: a batch of persons days is the full export, or nothing when the
+    lake's full export already covers them. Before exporting, the lake table is checked against the
+    export's columns: a type it cannot accept fails here, with nothing written.
+    Returns (as XCom) ``{"partition", "table", "files", "object_keys", "rows", "bytes", "dry_run",
+    "day_rows"}`` (``day_rows``: each day's rows of a batch).
 
     :param clickhouse_conn_id: connection of type ``clickhouse``.
     :param clickhouse_settings: ClickHouse settings merged over the defaults in
@@ -88,7 +93,7 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         dry_run = self.flag("dry_run")
         token = run_token(context["run_id"], context["ti"].try_number)
         known: dict[str, str] | None = None
-        if target.table.name == PERSONS.name and isinstance(target.scope, Partition):
+        if target.table.name == PERSONS.name and isinstance(target.scope, Partition | DayRange):
             target, known = self._persons_scope(target, dry_run)
         attempt = Attempt(
             team_id=target.scope.team_id, table=target.table.name, partition=target.scope.key,
@@ -99,8 +104,9 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
             with clickhouse.step("persons_as_of"):
                 newest = clickhouse.query_rows(newest_version_sql(clickhouse.database), {"team_id": target.scope.team_id})
             token = as_of_token(token, full_export_as_of(newest[0][0] if newest else None, dt.datetime.now(dt.UTC)))
-        result = export_partition(
-            clickhouse, target.storage, target.table, target.scope, token, settings, dry_run=dry_run,
+        export = export_days if isinstance(target.scope, DayRange) else export_partition
+        result = export(
+            clickhouse, target.storage, target.table, target.scope, token, settings, dry_run=dry_run,  # type: ignore[arg-type]
             rows_per_file=rows_per_file, preflight=lambda: self._preflight(target, skip_validation, dry_run, known),
         )
         self.objects_url = target.objects_url(result.object_keys)
@@ -127,8 +133,10 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
 
     def _persons_scope(self, target: Target, dry_run: bool) -> tuple[Target, dict[str, str] | None]:
         """A persons day needs the team's full export first: without one recorded in the persons table's
-        comment (a new duckling, a reset table) the day becomes the full export; a day the full export already covers is skipped. Returns the
-        target to move and the lake's columns read on the way (``None``: the pre-flight reads them)."""
+        comment (a new duckling, a reset table) the day becomes the full export; a day the full export already
+        covers is skipped. A batch of persons days (the history before the daily runs) is the full export
+        unless the recorded one covers its last day. Returns the target to move and the lake's columns read on
+        the way (``None``: the pre-flight reads them)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         team = target.scope.team_id
@@ -149,11 +157,16 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
             self.log.info("event=persons_full_export partition=%s reason=no_baseline: the duckling has no full export "
                           "of persons yet; this run writes it (then the daily top-ups follow)", target.scope.key)
             return replace(target, scope=FullExport(team)), columns
-        if covered_by_baseline(target.scope.day, baseline, settle_delay()):
+        last = target.scope.last if isinstance(target.scope, DayRange) else target.scope.day
+        if covered_by_baseline(last, baseline, settle_delay()):
             raise AirflowSkipException(
                 f"{target.scope.key}: covered by the full export of persons read at {baseline:%Y-%m-%d %H:%M:%S} UTC; "
                 "nothing to do"
             )
+        if isinstance(target.scope, DayRange):
+            self.log.info("event=persons_full_export partition=%s reason=history: persons history is one full export "
+                          "(the recorded one, read at %s, does not cover %s)", target.scope.key, baseline, last)
+            return replace(target, scope=FullExport(team)), columns
         return target, columns
     def _rows_per_file(self) -> int | None:
         """The ``rows_per_file`` option, validated before anything is contacted."""

@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_duckling.assets.ducklake import asset_event_extra, duckling_asset, publish_partition
 from airflow_provider_duckling.common.errors import RegistrationError
-from airflow_provider_duckling.domain.partitions import FullExport, Partition
+from airflow_provider_duckling.domain.partitions import DayRange, FullExport, Partition
 from airflow_provider_duckling.domain.tables import PERSONS
 from airflow_provider_duckling.health import metrics
 from airflow_provider_duckling.operators.base import DucklingPartitionOperator, Target
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 class DuckLakeRegisterOperator(DucklingPartitionOperator):
     """
-    Register the files an export task wrote, replacing that partition's rows atomically.
+    Register the files an export task wrote, replacing that partition's rows atomically (a batch of
+    days: all of its days in one transaction, each day checked against its exported rows).
 
     In one DuckLake transaction: (with ``delete_tables``, drop and recreate the table;) delete the
     partition's existing rows, ``ducklake_add_data_files`` each new file, check the partition now holds
@@ -98,14 +99,20 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
                 create_if_missing=self.flag("create_tables_if_missing"),
                 delete_tables=self.flag("delete_tables"),
                 commit_message=f"{table} {key} run={context['run_id']}",
+                day_rows=self._day_rows(target, exported),
             )
         if cleanup:
             log.info("event=cleanup partition=%s table=%s deleted_rows=%d", key, table, result.deleted_rows)
         files = list(exported["files"])
         extra = asset_event_extra(result.rows, int(exported.get("bytes") or 0), len(files), result.snapshot_id)
-        published = publish_partition(context, list(self.outlets or []), key, extra)
-        log.info("event=asset_event partition=%s table=%s assets=%d rows=%d bytes=%d files=%d snapshot_id=%s",
-                 key, table, published, extra["rows"], extra["bytes"], extra["files"], extra["snapshot_id"])
+        keys: list[str] = [key]
+        if isinstance(target.scope, DayRange):
+            keys = [p.key for p in target.scope.partitions]
+            extra.update(batch=key, day_rows=self._day_rows(target, exported) or {})
+        published = publish_partition(context, list(self.outlets or []), keys, extra)
+        log.info("event=asset_event partition=%s table=%s assets=%d partitions=%d rows=%d bytes=%d files=%d "
+                 "snapshot_id=%s", key, table, published, len(keys), extra["rows"], extra["bytes"], extra["files"],
+                 extra["snapshot_id"])
         metrics.partition_registered(target.scope.team_id, table, extra["rows"], extra["bytes"])
         d = target.duckling
         self.lineage_facts = LineageFacts(
@@ -123,11 +130,21 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         }
 
     @staticmethod
+    def _day_rows(target: Target, exported: dict[str, Any]) -> dict[str, int] | None:
+        """A batch's rows per day as exported (every day of the batch; ``None`` for one day or a full export)."""
+        if not isinstance(target.scope, DayRange):
+            return None
+        given = exported.get("day_rows")
+        if not isinstance(given, dict):
+            raise RegistrationError(f"{target.scope.key}: the export handed over no rows per day for the batch")
+        return {p.day.isoformat(): int(given.get(p.day.isoformat(), 0)) for p in target.scope.partitions}
+
+    @staticmethod
     def _as_exported(target: Target, exported: Any) -> Target:
         """The export of a persons day becomes the team's full export when the duckling has none yet (see
         :meth:`ClickHouseToDucklingS3Operator._persons_scope`): register what it wrote, as the full export."""
         full = FullExport(target.scope.team_id)
-        if (target.table.name == PERSONS.name and isinstance(target.scope, Partition) and isinstance(exported, dict)
+        if (target.table.name == PERSONS.name and isinstance(target.scope, Partition | DayRange) and isinstance(exported, dict)
                 and exported.get("partition") == full.key and exported.get("table") == PERSONS.name):
             return replace(target, scope=full)
         return target

@@ -1,8 +1,9 @@
 """The provider's Airflow plugin (entry point ``airflow.plugins``), loaded by every Airflow component.
 
 It registers what Airflow must find by class path when it reads a serialized DAG: the priority strategy
-:class:`~airflow_provider_duckling.scheduling.priority.RecentDaysFirst` and the team DAGs' timetable
-:class:`~airflow_provider_duckling.timetables.daily.DailyCronDataIntervalTimetable`; and, in the
+:class:`~airflow_provider_duckling.scheduling.priority.RecentDaysFirst` and the team DAGs' timetables
+:class:`~airflow_provider_duckling.timetables.history.HistoryBatchTimetable` and (the versions before
+history batches) :class:`~airflow_provider_duckling.timetables.daily.DailyCronDataIntervalTimetable`; and, in the
 api-server, the one-line trigger refusals (:mod:`~airflow_provider_duckling.plugins.trigger_errors`).
 
 DAG versions serialized before 0.2 name both classes by their old paths
@@ -20,6 +21,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow_provider_duckling.plugins.trigger_errors import MIDDLEWARE as TRIGGER_ERRORS
 from airflow_provider_duckling.scheduling.priority import RecentDaysFirst
 from airflow_provider_duckling.timetables.daily import DailyCronDataIntervalTimetable
+from airflow_provider_duckling.timetables.history import HistoryBatchTimetable
 
 
 def _legacy_alias(cls: type, old_module: str) -> type:
@@ -37,5 +39,5 @@ class DucklingPlugin(AirflowPlugin):
 
     name = "duckling"
     priority_weight_strategies = [RecentDaysFirst, LegacyRecentDaysFirst]
-    timetables = [DailyCronDataIntervalTimetable, LegacyDailyTimetable]
+    timetables = [HistoryBatchTimetable, DailyCronDataIntervalTimetable, LegacyDailyTimetable]
     fastapi_root_middlewares = [TRIGGER_ERRORS]

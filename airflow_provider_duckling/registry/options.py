@@ -14,7 +14,9 @@ from airflow_provider_duckling.domain.partitions import (
     FullExport,
     Partition,
     Scope,
+    days_scope,
     parse_day,
+    parse_key,
     validate_team_id,
 )
 
@@ -64,15 +66,20 @@ def parse_clickhouse_settings(value: Any) -> dict[str, Any]:
     return value
 
 
-def resolve_scope(team_id: Any, day: Any, partition_key: str | None = None, full_export: Any = False) -> Scope:
-    """What this run moves: the partition key if given (it must belong to ``team_id``), else ``day``;
-    or the whole team for a full export."""
+def resolve_scope(
+    team_id: Any, day: Any, partition_key: str | None = None, full_export: Any = False, last_day: Any = None,
+) -> Scope:
+    """What this run moves: the partition key (a day or a range of days) if given (it must belong to
+    ``team_id``), else ``day`` through ``last_day`` (a batch of history; one day when it is empty or the
+    same); or the whole team for a full export."""
     team = validate_team_id(team_id)
     if as_bool("full_export", full_export or False):
         return FullExport(team)
     if partition_key:
-        partition = Partition.parse(str(partition_key))
-        if partition.team_id != team:
-            raise PartitionError(f"partition {partition.key} belongs to team {partition.team_id}, not to this DAG's team {team}")
-        return partition
-    return Partition(team, parse_day(day))
+        scope = parse_key(str(partition_key))
+        if scope.team_id != team:
+            raise PartitionError(f"partition {scope.key} belongs to team {scope.team_id}, not to this DAG's team {team}")
+        return scope
+    first = parse_day(day)
+    last = parse_day(last_day) if last_day not in (None, "") else first
+    return days_scope(team, first, last) if last != first else Partition(team, first)

@@ -203,6 +203,21 @@ def freshness_max_lag_days() -> int:
     return _int("freshness_max_lag_days", 2, 0, 3650)
 
 
+def onboarding_grace() -> dt.timedelta:
+    """``[duckling] onboarding_grace_hours``: a duckling's tables are measured but not alerted on by the
+    freshness check until this long after discovery first saw it (default 6; 0 turns the grace off).
+
+    A new duckling holds nothing until its first top-up ran: up to 15 min to the discovery pass that sees
+    it (and finds its start), a re-parse, up to 15 min to the top-up pass, then the exports themselves,
+    queued in the shared export pool behind every other new team's and retried up to ``task_retries``
+    times (2 + 4 + 8 min at the default delay), and a day that ends meanwhile waits ``settle_minutes``
+    (2 h) before its top-up. That is about 3 hours with the default settings; 6 gives a deployment whose
+    teams are all new at once twice that, and delays a new duckling's first real alert by at most 6 hours,
+    small beside the 2 days of lag (``freshness_max_lag_days``) the check allows any team.
+    """
+    return dt.timedelta(hours=_int("onboarding_grace_hours", 6, 0, 24 * 366))
+
+
 def reconcile_days() -> int:
     """``[duckling] reconcile_days``: the reconciliation compares this many of each team's last closed days,
     ClickHouse against the lake (default 3)."""

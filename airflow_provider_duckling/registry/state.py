@@ -3,8 +3,10 @@ files only, with the last good copy kept so that a broken registry never makes D
 
 Start dates are discovered by a task (``duckling_discover_start_dates``), never at parse time, and
 remembered in a small JSON file beside the registry (``[duckling] state_path``), with when each was last
-checked and the days that a later, earlier start still has to back-fill (see
-:mod:`~airflow_provider_duckling.scheduling.discovery`).
+checked, the days that a later, earlier start still has to back-fill (see
+:mod:`~airflow_provider_duckling.scheduling.discovery`), and when each duckling was first seen (which fixes
+where its history batches end, :mod:`~airflow_provider_duckling.domain.history`, and when its freshness
+alerts begin).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from airflow_provider_duckling.registry.catalog import (
 
 log = logging.getLogger(__name__)
 StartDates = dict[str, dict[int, dt.date]]
+FirstSeen = dict[int, dt.datetime]
+"""team → when a discovery pass first found it in the registry (UTC)."""
 MAX_STATE_BYTES = MAX_REGISTRY_BYTES
 """The state file's size limit, 16 MiB, checked before reading (the last good copy, which also holds the
 registry in JSON form, may be twice that)."""
@@ -102,9 +106,31 @@ def _decode(raw: Any, source: str) -> StartDates:
     return out
 
 
-def load_start_dates(path: Path | None = None) -> StartDates:
-    """Remembered start dates; a missing file means none discovered yet."""
-    path = path or settings.state_path()
+def _encode_seen(first_seen: FirstSeen) -> dict[str, str]:
+    return {str(t): when.astimezone(dt.UTC).isoformat(timespec="seconds") for t, when in sorted(first_seen.items())}
+
+
+def _decode_seen(raw: Any, source: str) -> FirstSeen:
+    """``{team: ISO time}``, validated like the start dates (a time without a zone is refused)."""
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{source}: first_seen: expected a mapping of team → time")
+    out: FirstSeen = {}
+    for team, when in raw.items():
+        if not isinstance(team, str) or not _TEAM.fullmatch(team) or int(team) >= 2**63:
+            raise RegistryError(f"{source}: first_seen: invalid team id {quoted(team)}")
+        try:
+            if not isinstance(when, str) or len(when) > 40 or not _DAY.match(when):
+                raise ValueError
+            parsed = dt.datetime.fromisoformat(when)
+            if parsed.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            raise RegistryError(f"{source}: first_seen: team {team}: invalid time {quoted(when)}") from None
+        out[int(team)] = parsed.astimezone(dt.UTC)
+    return out
+
+
+def _read_state(path: Path) -> dict[str, Any]:
     text = read_limited_text(path, "remembered start dates", limit=MAX_STATE_BYTES)
     if text is None:
         return {}
@@ -113,7 +139,22 @@ def load_start_dates(path: Path | None = None) -> StartDates:
     except ValueError as exc:  # JSONDecodeError is one; its message is position-only, never the content
         problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise RegistryError(f"cannot read remembered start dates {path.name}: {problem[:80]}") from None
-    return _decode(raw.get("start_dates", {}) if isinstance(raw, dict) else raw, path.name)
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{path.name}: expected a JSON object")
+    return raw
+
+
+def load_start_dates(path: Path | None = None) -> StartDates:
+    """Remembered start dates; a missing file means none discovered yet."""
+    path = path or settings.state_path()
+    return _decode(_read_state(path).get("start_dates", {}), path.name)
+
+
+def load_parse_state(path: Path | None = None) -> tuple[StartDates, FirstSeen]:
+    """What the DAG file reads of the state: the start dates and when each duckling was first seen."""
+    path = path or settings.state_path()
+    raw = _read_state(path)
+    return _decode(raw.get("start_dates", {}), path.name), _decode_seen(raw.get("first_seen", {}), path.name)
 
 
 def remember_start_dates(found: StartDates, path: Path | None = None) -> StartDates:
@@ -141,6 +182,19 @@ class DiscoveryState:
     start_dates: StartDates = field(default_factory=dict)
     checked: StartDates = field(default_factory=dict)
     backfill: BackfillRanges = field(default_factory=dict)
+    first_seen: FirstSeen = field(default_factory=dict)
+
+    def see(self, team_ids: list[int] | set[int], now: dt.datetime) -> bool:
+        """Record ``now`` for teams not seen before and forget teams gone from the registry (one that
+        comes back is new again); True when anything changed."""
+        wanted = set(team_ids)
+        gone = [t for t in self.first_seen if t not in wanted]
+        new = [t for t in wanted if t not in self.first_seen]
+        for team in gone:
+            del self.first_seen[team]
+        for team in new:
+            self.first_seen[team] = now.astimezone(dt.UTC).replace(microsecond=0)
+        return bool(gone or new)
 
     def add_backfill(self, table: str, team: int, first: dt.date, end: dt.date) -> tuple[dt.date, dt.date]:
         """Add the days ``[first, end)`` to the team's pending range (one range: the span of both)."""
@@ -172,20 +226,12 @@ def _decode_ranges(raw: Any, source: str) -> BackfillRanges:
 def load_discovery_state(path: Path | None = None) -> DiscoveryState:
     """The whole state file (missing: nothing discovered yet); invalid content is one clear error."""
     path = path or settings.state_path()
-    text = read_limited_text(path, "remembered start dates", limit=MAX_STATE_BYTES)
-    if text is None:
-        return DiscoveryState()
-    try:
-        raw = _strict_json(text)
-    except ValueError as exc:
-        problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise RegistryError(f"cannot read remembered start dates {path.name}: {problem[:80]}") from None
-    if not isinstance(raw, dict):
-        raise RegistryError(f"{path.name}: expected a JSON object")
+    raw = _read_state(path)
     return DiscoveryState(
         _decode(raw.get("start_dates", {}), path.name),
         _decode(raw.get("checked", {}), f"{path.name}: checked"),
         _decode_ranges(raw.get("backfill", {}), path.name),
+        _decode_seen(raw.get("first_seen", {}), path.name),
     )
 
 
@@ -199,6 +245,8 @@ def save_discovery_state(state: DiscoveryState, path: Path | None = None) -> Non
               for table, teams in sorted(state.backfill.items()) if teams}
     if ranges:
         document["backfill"] = ranges
+    if state.first_seen:
+        document["first_seen"] = _encode_seen(state.first_seen)
     _atomic_write(path, json.dumps(document, indent=1))
 
 
@@ -209,6 +257,7 @@ class DagInputs:
     ducklings: dict[int, Duckling]
     start_dates: StartDates
     problems: list[str] = field(default_factory=list)
+    first_seen: FirstSeen = field(default_factory=dict)
 
 
 def load_dag_inputs(
@@ -233,14 +282,15 @@ def load_dag_inputs(
     except RegistryError as exc:
         problems.append(str(exc))
         ducklings = None
+    first_seen: FirstSeen | None = None
     try:
-        start_dates = load_start_dates(state_path)
+        start_dates, first_seen = load_parse_state(state_path)
     except RegistryError as exc:
         problems.append(str(exc))
         start_dates = None
-    if ducklings is not None and start_dates is not None:
-        _save_last_good(last_good_path, last_good, ducklings, start_dates, digest)
-        return DagInputs(ducklings, start_dates)
+    if ducklings is not None and start_dates is not None and first_seen is not None:
+        _save_last_good(last_good_path, last_good, ducklings, start_dates, digest, first_seen)
+        return DagInputs(ducklings, start_dates, first_seen=first_seen)
     good = _decode_last_good(last_good)
     for problem in problems:
         log.error("event=registry_problem keeping the last good DAGs: %s", problem)
@@ -248,6 +298,7 @@ def load_dag_inputs(
         ducklings if ducklings is not None else good.ducklings,
         start_dates if start_dates is not None else good.start_dates,
         problems,
+        first_seen if first_seen is not None else good.first_seen,
     )
 
 
@@ -272,13 +323,15 @@ def _cached_registry(last_good: dict[str, Any] | None, digest: str) -> dict[int,
 
 def _save_last_good(
     path: Path, last_good: dict[str, Any] | None, ducklings: dict[int, Duckling], start_dates: StartDates,
-    digest: str | None,
+    digest: str | None, first_seen: FirstSeen | None = None,
 ) -> None:
     encoded = _encode(start_dates)
+    seen = _encode_seen(first_seen or {})
     if (last_good and "registry_sha256" in last_good and last_good["registry_sha256"] == digest
-            and last_good.get("start_dates") == encoded):
-        return  # parsed from the same text, same start dates: nothing to write
-    document = {"ducklings": [d.to_dict() for d in ducklings.values()], "start_dates": encoded, "registry_sha256": digest}
+            and last_good.get("start_dates") == encoded and last_good.get("first_seen", {}) == seen):
+        return  # parsed from the same text, same state: nothing to write
+    document = {"ducklings": [d.to_dict() for d in ducklings.values()], "start_dates": encoded, "registry_sha256": digest,
+                "first_seen": seen}
     try:
         _atomic_write(path, json.dumps(document, indent=1, sort_keys=True))
     except OSError as exc:  # the cache is a convenience; never fail parsing over it
@@ -287,6 +340,7 @@ def _save_last_good(
 
 def _decode_last_good(raw: dict[str, Any] | None) -> DagInputs:
     try:
-        return DagInputs(parse_registry(raw, "last good registry"), _decode((raw or {}).get("start_dates", {}), "last good state"))
+        return DagInputs(parse_registry(raw, "last good registry"), _decode((raw or {}).get("start_dates", {}), "last good state"),
+                         first_seen=_decode_seen((raw or {}).get("first_seen", {}), "last good state"))
     except (AttributeError, TypeError, ValueError, RegistryError):
         return DagInputs({}, {})

@@ -1,11 +1,14 @@
 """Per-team DAGs generated from the duckling registry, plus the two housekeeping DAGs.
 
 * ``duckling_{table}_backfill_team_{team_id}`` for ``events`` and ``persons``: wait for late events →
-  export → register, one run per UTC day. The schedule is a data-interval timetable, so the run for day D
-  starts only once D has ended, and then waits ``[duckling] settle_minutes`` for late events; with
-  ``catchup=True`` from the team's start date, Airflow's catch-up is the historical backfill and the daily
-  run tops up the day that just ended. Params (the trigger form) carry the original system's options and an
-  optional ``partition_key``.
+  export → register. The schedule is a data-interval timetable
+  (:class:`~airflow_provider_duckling.timetables.history.HistoryBatchTimetable`): with ``catchup=True`` from
+  the team's start date, Airflow's catch-up is the historical backfill, in batches — a calendar month of
+  events per run, persons' whole history in one run — up to the team's daily-from day
+  (:mod:`~airflow_provider_duckling.domain.history`); from there on each run is one UTC day, starts once the
+  day has ended, waits ``[duckling] settle_minutes`` for late events, and tops up the day that just ended.
+  Params (the trigger form) carry the original system's options and an optional ``partition_key`` (a day,
+  or a range of days).
 * ``duckling_discover_start_dates``: finds where each new team's history starts (a task, not the parser),
   re-checks it every ``[duckling] rediscovery_days`` and runs the older days an earlier start uncovers.
 * ``duckling_topup_recent_days``: runs each team's last closed days ahead of its catch-up, so a team
@@ -28,7 +31,7 @@ from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param, get_parsing_context, task
 
-from airflow_provider_duckling.domain.partitions import dag_id_for
+from airflow_provider_duckling.domain.partitions import dag_id_for, run_id_part
 from airflow_provider_duckling.operators.clickhouse_to_s3 import ClickHouseToDucklingS3Operator
 from airflow_provider_duckling.operators.ducklake_register import DuckLakeRegisterOperator
 from airflow_provider_duckling.registry import settings
@@ -47,6 +50,11 @@ DAY_TEMPLATE = (
     "{{ data_interval_start.strftime('%Y-%m-%d') if data_interval_start is defined and data_interval_start "
     "else (dag_run.run_after - macros.timedelta(days=1)).strftime('%Y-%m-%d') }}"
 )
+#: The last day of the run's data interval ('' without one: the run is the one day of DAY_TEMPLATE).
+LAST_DAY_TEMPLATE = (
+    "{{ (data_interval_end - macros.timedelta(days=1)).strftime('%Y-%m-%d') if data_interval_end is defined "
+    "and data_interval_end and data_interval_start else '' }}"
+)
 RETRY_DAG_ID = "duckling_retry_failed_partitions"
 TOPUP_DAG_ID = "duckling_topup_recent_days"
 MAINTENANCE_DAG_ID = "duckling_maintenance"
@@ -60,10 +68,27 @@ class DagSettings:
     start_floor: dt.date
     default_args: dict[str, Any]
     export_pool: str
+    topup_days: int = 3
+    today: dt.date | None = None
 
     @classmethod
     def read(cls) -> DagSettings:
-        return cls(settings.settle_delay(), settings.start_date_floor(), default_args(), settings.export_pool())
+        return cls(settings.settle_delay(), settings.start_date_floor(), default_args(), settings.export_pool(),
+                   settings.topup_days(), dt.datetime.now(dt.UTC).date())
+
+
+def daily_from_for(table: str, first_seen: dt.datetime | None, topup_days: int, today: dt.date) -> dt.date:
+    """The first day a team's ``table`` moves one day per run (days before it are history batches).
+
+    Events: ``topup_days`` before the day the duckling was first seen (those days are the top-up's, run
+    ahead of history). Persons: that day itself — the full export of the first run covers every day before
+    it, so no run is made for them. Before discovery has seen the duckling, counted from ``today`` (the next
+    discovery pass, within 15 minutes, fixes it).
+    """
+    from airflow_provider_duckling.domain.history import daily_from
+
+    seen = first_seen.astimezone(dt.UTC).date() if first_seen else today
+    return seen if table == "persons" else daily_from(seen, topup_days)
 
 
 def default_args() -> dict[str, Any]:
@@ -90,9 +115,11 @@ def backfill_params(table: str) -> dict[str, Param]:
     """The trigger form: the seven options with the seed's meaning, and which partition to run."""
     params = {
         "partition_key": Param(
-            None, type=["null", "string"], pattern=r"^[0-9]+_[0-9]{4}-[0-9]{2}-[0-9]{2}$", title="Partition",
-            description="Run this partition, {team_id}_{YYYY-MM-DD} (e.g. 12345_2024-01-15), instead of the run's "
-                        "own day. Leave empty for the day of the run.",
+            None, type=["null", "string"], pattern=r"^[0-9]+_[0-9]{4}-[0-9]{2}-[0-9]{2}(\.\.[0-9]{4}-[0-9]{2}-[0-9]{2})?$",
+            title="Partition",
+            description="Run this partition, {team_id}_{YYYY-MM-DD} (e.g. 12345_2024-01-15), or these days as one "
+                        "batch, {team_id}_{first}..{last} (e.g. 12345_2024-01-01..2024-01-31), instead of the run's "
+                        "own days. Leave empty for the days of the run.",
         ),
     }
     for name, (default, description) in OPTION_DOCS.items():
@@ -115,7 +142,7 @@ def _option(name: str) -> str:
 
 def build_team_dag(
     duckling: Duckling, table: str, start: dt.date | None, *, max_active_runs: int = 4,
-    dag_settings: DagSettings | None = None,
+    dag_settings: DagSettings | None = None, first_seen: dt.datetime | None = None,
 ) -> DAG:
     """The DAG that back-fills and tops up ``table`` for one duckling.
 
@@ -123,10 +150,13 @@ def build_team_dag(
         can be triggered by hand) but schedules nothing until its start date is known.
     :param max_active_runs: events runs at once (persons runs one at a time, see below).
     :param dag_settings: the settings, when the caller read them once for many DAGs.
+    :param first_seen: when discovery first saw the duckling: history before ``topup_days`` before that
+        day moves in batches (:func:`daily_from_for`).
     """
+    from airflow_provider_duckling.domain.history import MONTH, WHOLE
     from airflow_provider_duckling.scheduling.priority import RecentDaysFirst
     from airflow_provider_duckling.scheduling.settle import LateEventsSensor
-    from airflow_provider_duckling.timetables.daily import DailyCronDataIntervalTimetable
+    from airflow_provider_duckling.timetables.history import HistoryBatchTimetable
 
     config = dag_settings or DagSettings.read()
     settle = config.settle
@@ -134,7 +164,12 @@ def build_team_dag(
     weight_rule = RecentDaysFirst()
     # A team paused in the registry keeps its DAG (listed, triggerable by hand, same day for a manual run) but
     # its timetable schedules nothing; when the pause ends, catch-up resumes from its last scheduled run.
-    schedule = DailyCronDataIntervalTimetable("0 0 * * *", timezone="UTC", paused=duckling.paused) if start else None
+    today = config.today or dt.datetime.now(dt.UTC).date()
+    schedule = HistoryBatchTimetable(
+        "0 0 * * *", timezone="UTC", paused=duckling.paused,
+        daily_from=daily_from_for(table, first_seen, config.topup_days, today),
+        batch=WHOLE if table == "persons" else MONTH,
+    ) if start else None
     waiting = (" (paused in the registry: schedules nothing)" if duckling.paused
                else "" if start else " (waiting for start-date discovery)")
     with DAG(
@@ -163,6 +198,7 @@ def build_team_dag(
             "team_id": duckling.team_id,
             "table": table,
             "day": DAY_TEMPLATE,
+            "last_day": LAST_DAY_TEMPLATE,
             "partition_key": _option("partition_key"),
             "create_tables_if_missing": _option("create_tables_if_missing"),
             "delete_tables": _option("delete_tables"),
@@ -252,16 +288,25 @@ def build_discovery_dag() -> DAG:
     return dag
 
 
-def failed_partitions(ducklings: dict[int, Duckling], days: list[dt.date]) -> list[dict[str, Any]]:
+def failed_partitions(inputs: DagInputs | dict[int, Duckling], days: list[dt.date]) -> list[dict[str, Any]]:
     """Scheduled runs of the last ``days`` that failed, as TriggerDagRunOperator arguments for a new run of
-    the same partition (one automatic later pass per partition: its run id is fixed)."""
+    the same partition (one automatic later pass per partition: its run id is fixed). A failed run dated
+    at the start of a history batch is run again as that batch (a range key), so none of its days is left
+    out."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
+    ducklings = inputs.ducklings if isinstance(inputs, DagInputs) else inputs
     retries = []
     by_date = {dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC): day for day in days}
 
     def failed(states: dict[str, dict[str, Any]]) -> bool:
         return any(state in ("failed", "upstream_failed") for tasks in states.values() for state in tasks.values())
+
+    def failed_last_day(states: dict[str, dict[str, Any]], day: dt.date) -> dt.date:
+        """The last day of the failed run (a history batch ends the day before its run-after date)."""
+        ends = [interval_end_of(run_id) for run_id, tasks in states.items()
+                if any(state in ("failed", "upstream_failed") for state in tasks.values())]
+        return max([day, *(end - dt.timedelta(days=1) for end in ends if end is not None)])
 
     for duckling in ducklings.values():
         if duckling.paused:  # paused in the registry: nothing is re-run automatically
@@ -273,12 +318,27 @@ def failed_partitions(ducklings: dict[int, Duckling], days: list[dt.date]) -> li
             if not failed(RuntimeTaskInstance.get_task_states(dag_id=dag_id, logical_dates=list(by_date))):
                 continue
             for logical_date, day in by_date.items():
-                if failed(RuntimeTaskInstance.get_task_states(dag_id=dag_id, logical_dates=[logical_date])):
-                    key = f"{duckling.team_id}_{day.isoformat()}"
+                states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, logical_dates=[logical_date])
+                if failed(states):
+                    last = failed_last_day(states, day)
+                    key = f"{duckling.team_id}_{day.isoformat()}" + (f"..{last.isoformat()}" if last > day else "")
                     log.info("event=later_pass dag=%s partition=%s", dag_id, key)
-                    retries.append({"trigger_dag_id": dag_id, "trigger_run_id": f"later_pass__{key}",
+                    retries.append({"trigger_dag_id": dag_id, "trigger_run_id": f"later_pass__{run_id_part(key)}",
                                     "conf": {"partition_key": key}})
     return retries
+
+
+_RUN_AFTER = re.compile(r"^(?:scheduled|backfill)__([0-9]{4}-[0-9]{2}-[0-9]{2})T00:00:00(?:\+00:00)?$", re.ASCII)
+
+
+def interval_end_of(run_id: str) -> dt.date | None:
+    """The end of a scheduled or backfill run's data interval, which Airflow names it by (its run-after
+    time, ``scheduled__2024-02-01T00:00:00+00:00``); ``None`` for other runs."""
+    match = _RUN_AFTER.match(run_id)
+    try:
+        return dt.date.fromisoformat(match.group(1)) if match else None
+    except ValueError:
+        return None
 
 
 def build_retry_dag() -> DAG:
@@ -294,7 +354,7 @@ def build_retry_dag() -> DAG:
         def find() -> list[dict[str, Any]]:
             today = dt.datetime.now(dt.UTC).date()
             days = [today - dt.timedelta(days=n) for n in range(1, settings.retry_lookback_days() + 1)]
-            return failed_partitions(load_dag_inputs().ducklings, days)
+            return failed_partitions(load_dag_inputs(), days)
 
         TriggerDagRunOperator.partial(task_id="rerun", skip_when_already_exists=True).expand_kwargs(find())
     return dag
@@ -327,7 +387,10 @@ def missing_topups(inputs: DagInputs, days: list[dt.date]) -> list[dict[str, Any
             continue
         for table in TABLES:
             start = start_for(duckling, table, inputs)
-            wanted = [d for d in days if start is not None and d >= start]
+            # Days before the daily-from day belong to a history batch (persons: to the full export).
+            first_daily = daily_from_for(table, inputs.first_seen.get(duckling.team_id), settings.topup_days(),
+                                         dt.datetime.now(dt.UTC).date())
+            wanted = [d for d in days if start is not None and d >= start and d >= first_daily]
             if not wanted:
                 continue
             dag_id = dag_id_for(table, duckling.team_id)
@@ -483,5 +546,5 @@ def build_dags(registry_path: str | Path | None = None, *, dag_file: str | Path 
             if not wanted or wanted == dag_id:
                 config = config or DagSettings.read()
                 dags[dag_id] = build_team_dag(duckling, table, start_for(duckling, table, inputs, config.start_floor),
-                                              dag_settings=config)
+                                              dag_settings=config, first_seen=inputs.first_seen.get(duckling.team_id))
     return dags

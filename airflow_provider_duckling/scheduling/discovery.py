@@ -13,6 +13,10 @@ They have no logical date on purpose: Airflow creates no task for a run dated be
 (an empty, "successful" run), and the DAG may not have been re-parsed with its new start yet.
 A ``start_date`` in the registry wins over discovery: such teams are never asked. Teams paused in the
 registry are not asked either, and their pending days wait until the pause ends.
+
+Every pass also records when each duckling in the registry was first seen (all of them, paused or with a
+registry start date too): that day fixes where the team's history batches end
+(:func:`~airflow_provider_duckling.domain.history.daily_from`) and starts its freshness grace period.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def run_discovery(
     state = load_discovery_state(path)
     today = now.astimezone(dt.UTC).date()
     asked = sorted(t for t, d in ducklings.items() if d.start_date is None and not d.paused)
-    changed = False
+    changed = state.see(set(ducklings), now)  # fixes each new duckling's history batches and alert grace
     for table in _EARLIEST:
         known = state.start_dates.setdefault(table, {})
         pending = [t for t in asked if t not in known]

@@ -3,7 +3,9 @@
 * ``duckling_freshness_check`` (hourly): per team and table, the newest day held, the lag behind the last
   closed day and the failed days, sent as metrics (:mod:`~airflow_provider_duckling.health.metrics`); the task
   fails, listing them, when a table of an unpaused duckling lags more than ``[duckling]
-  freshness_max_lag_days``, so Airflow's own alerting (and the ``failure_notifier``) fires.
+  freshness_max_lag_days``, so Airflow's own alerting (and the ``failure_notifier``) fires. A duckling within
+  ``[duckling] onboarding_grace_hours`` of being first seen by discovery (or not seen yet) is only reported as
+  onboarding: its first top-up has not had its chance, and a run of it that fails is reported by that run.
 * ``duckling_reconcile`` (daily): compares the last ``[duckling] reconcile_days`` closed days of every team
   and table, ClickHouse against the lake (:mod:`~airflow_provider_duckling.health.reconcile`), re-runs each
   differing day once, and reports what it found and what earlier repairs fixed (task output and metrics).
@@ -53,19 +55,25 @@ def build_freshness_dag() -> DAG:
             from airflow_provider_duckling.health import freshness, metrics
 
             inputs = _registry_inputs()
-            report, problems = freshness.collect(inputs.ducklings, inputs.start_dates, dt.datetime.now(dt.UTC))
+            report, problems = freshness.collect(inputs.ducklings, inputs.start_dates, dt.datetime.now(dt.UTC),
+                                                 inputs.first_seen)
             metrics.freshness(report)
             for line in problems:
                 log.warning("event=freshness_lake_unreadable %s", line)
             for item in report:
-                log.info("event=freshness team=%d table=%s latest_day=%s lag_days=%s failed_days=%d", item.team_id,
-                         item.table, item.latest_day, item.lag_days, len(item.failed_days))
+                log.info("event=freshness team=%d table=%s latest_day=%s lag_days=%s failed_days=%d onboarding=%s",
+                         item.team_id, item.table, item.latest_day, item.lag_days, len(item.failed_days),
+                         item.onboarding)
+            onboarding = [freshness.describe(f) for f in freshness.onboarding(report)]
+            if onboarding:  # new ducklings: not judged until their first top-up has had its chance
+                log.info("event=freshness_onboarding tables=%d not judged yet: %s", len(onboarding), "; ".join(onboarding))
             max_lag = settings.freshness_max_lag_days()
             late = [f for f in freshness.lagging(report, max_lag) if not inputs.ducklings[f.team_id].paused]
             if late:
                 raise RuntimeError(f"{len(late)} duckling table(s) lag more than {max_lag} day(s): "
                                    + "; ".join(freshness.describe(f) for f in late))
-            return {"max_lag_days": max_lag, "tables": [f.as_dict() for f in report], "unreadable": problems}
+            return {"max_lag_days": max_lag, "tables": [f.as_dict() for f in report], "unreadable": problems,
+                    "onboarding": onboarding}
 
         check_freshness()
     return dag

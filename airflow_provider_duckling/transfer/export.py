@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_provider_duckling.access.storage import DucklingStorage
@@ -122,7 +122,7 @@ def settings_clause(settings: dict[str, Any]) -> str:
     return "SETTINGS " + ", ".join(clickhouse_setting_literal(k, v) for k, v in settings.items())
 
 
-_SECRET_PARAMS = ("dest_key_id", "dest_secret", "dest_token")
+SECRET_PARAMS = ("dest_key_id", "dest_secret", "dest_token")
 
 
 class ExportError(TransientError):
@@ -145,6 +145,8 @@ class ExportResult:
     rows: int
     bytes: int
     dry_run: bool = False
+    day_rows: dict[str, int] = field(default_factory=dict)
+    """A batch of days: each day's rows (``YYYY-MM-DD`` → rows, 0 for a day without data)."""
 
     def to_xcom(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,19 +177,19 @@ def count_partition_rows(
 
 def count_alongside(
     clickhouse: ClickHouseHook, table: TableSpec, scope: Scope, preflight: Callable[[], None] | None,
-    settings: dict[str, Any] | None = None,
-) -> int:
+    settings: dict[str, Any] | None = None, counter: Callable[..., Any] = count_partition_rows,
+) -> Any:
     """The partition's row count, taken while ``preflight`` runs in this thread: ClickHouse answers the
     one while the catalog answers the other. A failing ``preflight`` is what is raised (the count is
     waited for, and nothing has been written either way). The connection is read before the count
     starts, so that every Airflow call stays in this thread. When Airflow's execution timeout interrupts this
     thread, the count is not waited for: ``on_kill`` kills it."""
     if preflight is None:
-        return count_partition_rows(clickhouse, table, scope, settings)
+        return counter(clickhouse, table, scope, settings)
     clickhouse.prepare()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckling-count")
     try:
-        counting = pool.submit(count_partition_rows, clickhouse, table, scope, settings)
+        counting = pool.submit(counter, clickhouse, table, scope, settings)
         try:
             preflight()
         except Exception:  # Airflow's execution timeout is a BaseException: it leaves at once (on_kill kills the count)
@@ -264,7 +266,7 @@ def export_partition(
     key, pattern = file_keys(scope, table, token, files)
     sql, params = export_statement(clickhouse, storage, table, scope, key, settings, files)
     if dry_run:
-        shown = {k: ("***" if k in _SECRET_PARAMS else v) for k, v in params.items()}
+        shown = {k: ("***" if k in SECRET_PARAMS else v) for k, v in params.items()}
         log.info("event=dry_run_export partition=%s table=%s object=%s rows=%d files=%d",
                  scope.key, table.name, storage.uri(key), expected, files)
         log.info("event=dry_run_export would run:\n%s\nwith parameters %s", sql, shown)
@@ -277,7 +279,7 @@ def export_partition(
     with clickhouse.step("export"):
         clickhouse.execute(sql, params)
     with clickhouse.step("read_back"):
-        written = _written_files(clickhouse, storage, pattern)
+        written = written_files(clickhouse, storage, pattern)
     if not written:
         raise ExportError(f"{scope.key}: the export of {table.name} reported success but no file was found")
     keys = [k for k, _, _ in written]
@@ -292,7 +294,7 @@ def export_partition(
     return ExportResult(scope.key, table.name, [storage.uri(k) for k in keys], keys, rows, size)
 
 
-def _written_files(clickhouse: ClickHouseHook, storage: DucklingStorage, pattern: str) -> list[tuple[str, int, int]]:
+def written_files(clickhouse: ClickHouseHook, storage: DucklingStorage, pattern: str) -> list[tuple[str, int, int]]:
     """(key, rows, bytes) of each file matching ``pattern``, from the Parquet footers (no data scan).
 
     One file is read by its exact key: an empty day's file holds no row group, so grouping by file would

@@ -9,6 +9,7 @@ recreates the table. Concurrent snapshots that conflict are retried with backoff
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from airflow_provider_duckling.access.lake_metadata import read_attached
 from airflow_provider_duckling.common.errors import RegistrationError, SchemaDriftError, TransientError
 from airflow_provider_duckling.common.quoting import duckdb_ident, duckdb_literal
 from airflow_provider_duckling.common.retry import is_conflict, retry_conflicts
-from airflow_provider_duckling.domain.partitions import FullExport, Partition, Scope
+from airflow_provider_duckling.domain.partitions import DayRange, FullExport, Partition, Scope
 from airflow_provider_duckling.domain.persons import baseline_comment, exported_as_of
 from airflow_provider_duckling.domain.tables import LAKE_SCHEMA, PERSONS, PERSONS_CURRENT_VIEW, TableSpec
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS, OWNER_KEY
@@ -233,15 +234,43 @@ def registered_files(con: duckdb.DuckDBPyConnection, uris: list[str], data_path:
     return found
 
 
-def rows_proven_in_scope(con: duckdb.DuckDBPyConnection, table: TableSpec, scope: Scope, uris: list[str]) -> int | None:
-    """The files' rows, read from their Parquet footers, when the footers' statistics prove every row
-    belongs to ``scope`` (its team, and for a day its UTC day); ``None`` when they cannot prove it (then
-    the caller counts the lake instead).
+_DAY_IN_PATH = re.compile(r"/year=([0-9]{4})/month=([0-9]{2})/day=([0-9]{2})/[^/]+$")
 
-    Checking footers instead of scanning keeps the day's data out of the worker's memory.
+
+def file_day(uri: str) -> dt.date | None:
+    """The day a file's key names (``…/year=YYYY/month=MM/day=DD/name``), or None."""
+    match = _DAY_IN_PATH.search(uri)
+    if not match:
+        return None
+    try:
+        return dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        return None
+
+
+def _day_bounds(scope: Scope, uri: str) -> tuple[dt.datetime, dt.datetime] | None:
+    """The time range a file's rows must lie in: the day's (a batch: the day its key names, which must be one
+    of the batch's); ``None`` when the rows have no day bound (a full export)."""
+    if isinstance(scope, Partition):
+        return scope.start, scope.end
+    if isinstance(scope, DayRange):
+        day = file_day(uri)
+        if day is None or not scope.first <= day <= scope.last:
+            raise RegistrationError(f"{scope.key}: {uri} is not a file of one of the batch's days")
+        return Partition(scope.team_id, day).start, Partition(scope.team_id, day).end
+    return None
+
+
+def rows_proven_by_file(con: duckdb.DuckDBPyConnection, table: TableSpec, scope: Scope, uris: list[str],
+                        ) -> dict[str, int] | None:
+    """Each file's rows, read from its Parquet footer, when the footers' statistics prove every row belongs
+    to ``scope`` (its team, and the UTC day of its file); ``None`` when they cannot prove it (then the
+    caller counts the lake instead).
+
+    Checking footers instead of scanning keeps the data out of the worker's memory.
     """
     if not uris:
-        return 0
+        return {}
     day_column = duckdb_literal(table.day_column)
     groups = con.execute(
         f"""
@@ -254,17 +283,42 @@ def rows_proven_in_scope(con: duckdb.DuckDBPyConnection, table: TableSpec, scope
         GROUP BY file_name, row_group_id
         """
     ).fetchall()
-    total = 0
-    for _, _, rows, team_min, team_max, day_min, day_max in groups:
+    by_file = dict.fromkeys(uris, 0)
+    for file_name, _, rows, team_min, team_max, day_min, day_max in groups:
         if not rows:
             continue
         if team_min is None or team_min != scope.team_id or team_max != scope.team_id:
             return None
-        if isinstance(scope, Partition) and (day_min is None or day_max is None or day_min < scope.start
-                                             or day_max >= scope.end):
+        bounds = _day_bounds(scope, str(file_name))
+        if bounds is not None and (day_min is None or day_max is None or day_min < bounds[0] or day_max >= bounds[1]):
             return None
-        total += int(rows)
-    return total
+        by_file[str(file_name)] = by_file.get(str(file_name), 0) + int(rows)
+    return by_file
+
+
+def rows_proven_in_scope(con: duckdb.DuckDBPyConnection, table: TableSpec, scope: Scope, uris: list[str]) -> int | None:
+    """The files' rows when their footers prove every row belongs to ``scope`` (see :func:`rows_proven_by_file`)."""
+    by_file = rows_proven_by_file(con, table, scope, uris)
+    return None if by_file is None else sum(by_file.values())
+
+
+def lake_rows_by_day(con: duckdb.DuckDBPyConnection, table: TableSpec, scope: DayRange) -> dict[str, int]:
+    """Rows per UTC day (``YYYY-MM-DD``) of a batch's days in the lake table (days without rows left out)."""
+    col = duckdb_ident(table.day_column)
+    rows = con.execute(
+        f"SELECT strftime(timezone('UTC', {col}), '%Y-%m-%d') AS day, count(*) FROM {qualified(table)} "
+        f"WHERE {scope.lake_predicate(table.day_column)} GROUP BY day"
+    ).fetchall()
+    return {str(day): int(n) for day, n in rows}
+
+
+def _day_sums(by_file: dict[str, int]) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for uri, rows in by_file.items():
+        day = file_day(uri)
+        if day is not None and rows:
+            sums[day.isoformat()] = sums.get(day.isoformat(), 0) + rows
+    return sums
 
 
 def count_rows(con: duckdb.DuckDBPyConnection, table: TableSpec, scope: Scope) -> int:
@@ -284,12 +338,15 @@ def swap(
     cleanup_existing: bool = True,
     reset_table: bool = False,
     commit_message: str = "",
+    day_rows: dict[str, int] | None = None,
 ) -> SwapResult:
     """Atomically replace ``scope``'s rows with the rows of ``uris``.
 
     :param uris: the exported files, as DuckDB addresses them.
     :param expected_rows: rows the export wrote; the scope must hold exactly this many afterwards
         (plus the rows kept when ``cleanup_existing`` is off), or nothing is committed.
+    :param day_rows: a batch of days: each day's rows as exported; each day must hold exactly these (with
+        ``cleanup_existing``), or nothing is committed.
     :param cleanup_existing: delete the scope's existing rows in the same transaction (the default).
     :param reset_table: drop and recreate the table (and its view) in the same transaction first.
     """
@@ -348,8 +405,8 @@ def swap(
                     f"{scope.key}: the lake table {LAKE_SCHEMA}.{table.name} cannot accept the exported file: "
                     f"{str(exc).splitlines()[0]}"
                 ) from None
-        proven = rows_proven_in_scope(con, table, scope, uris)
-        after = before + proven if proven is not None else count_rows(con, table, scope)
+        by_file = rows_proven_by_file(con, table, scope, uris)
+        after = before + sum(by_file.values()) if by_file is not None else count_rows(con, table, scope)
         wanted = expected_rows + before
         if after != wanted:
             con.execute("ROLLBACK")
@@ -357,6 +414,15 @@ def swap(
                 f"{scope.key}: after registering, the lake would hold {after} rows for it, expected {wanted}; "
                 "nothing committed"
             )
+        if isinstance(scope, DayRange) and day_rows is not None and cleanup_existing:
+            held = _day_sums(by_file) if by_file is not None else lake_rows_by_day(con, table, scope)
+            wrong = [d for d in sorted(set(held) | set(day_rows)) if held.get(d, 0) != day_rows.get(d, 0)]
+            if wrong:
+                con.execute("ROLLBACK")
+                raise RegistrationError(
+                    f"{scope.key}: after registering, {wrong[0]} would hold {held.get(wrong[0], 0)} rows, the export "
+                    f"wrote {day_rows.get(wrong[0], 0)} ({len(wrong)} day(s) differ); nothing committed"
+                )
         if baseline is not None:  # the persons full export: the daily top-ups it covers are skipped from now on
             con.execute(f"COMMENT ON TABLE {qualified(table)} IS {duckdb_literal(baseline_comment(baseline))}")
         con.execute("COMMIT")
@@ -377,6 +443,17 @@ def _io_reason(exc: duckdb.Error) -> str:
     return f"{lines[0]}: {coded}" if coded else lines[0]
 
 
+def _inside(scope: Scope, table: TableSpec, data_path: str, uri: str) -> bool:
+    """Whether ``uri`` lies under the scope's prefix (a batch: under the prefix of one of its own days)."""
+    if "/../" in uri or not uri.startswith(data_path + scope.prefix(table.name)):
+        return False
+    if isinstance(scope, DayRange):
+        day = file_day(uri)
+        return (day is not None and scope.first <= day <= scope.last
+                and uri.startswith(data_path + Partition(scope.team_id, day).prefix(table.name)))
+    return True
+
+
 def register_files(
     con: duckdb.DuckDBPyConnection,
     table: TableSpec,
@@ -389,10 +466,11 @@ def register_files(
     create_if_missing: bool = True,
     delete_tables: bool = False,
     commit_message: str = "",
+    day_rows: dict[str, int] | None = None,
 ) -> SwapResult:
     """Everything the register step does on an attached lake: isolation check, table, drift, swap."""
     allowed = data_path + scope.prefix(table.name)
-    foreign = [u for u in uris if not u.startswith(allowed)]
+    foreign = [u for u in uris if not _inside(scope, table, data_path, u)]
     if foreign:
         raise RegistrationError(f"{scope.key}: refusing files outside {allowed}: {foreign}")
     lake = table_columns(con, table)  # empty: no such table (one catalog lookup answers both)
@@ -411,7 +489,7 @@ def register_files(
             ensure_current_view(con)
     result = swap(
         con, table, scope, uris, expected_rows, data_path,
-        cleanup_existing=cleanup_existing, reset_table=delete_tables, commit_message=commit_message,
+        cleanup_existing=cleanup_existing, reset_table=delete_tables, commit_message=commit_message, day_rows=day_rows,
     )
     if delete_tables:
         log.warning(

@@ -35,21 +35,22 @@ def run(team_id: int, day: dt.date, table: str = "events", **conf):
     return run_day(team_dag(team_id, table), day, run_conf=conf or None)
 
 
-def failed_scheduled_run(dag_id: str, day: dt.date) -> str:
-    """A scheduled run of ``day`` whose export failed after its retries, as the scheduler leaves it (the DAG
-    must be serialised already); returns its run id."""
+def failed_scheduled_run(dag_id: str, day: dt.date, end: dt.date | None = None) -> str:
+    """A scheduled run of ``day`` (to ``end``, exclusive: a history batch) whose export failed after its
+    retries, as the scheduler leaves it (the DAG must be serialised already); returns its run id."""
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, TaskInstanceState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    run_id = f"scheduled__{(start + dt.timedelta(days=1)).isoformat()}"  # Airflow names it by run_after
+    stop = dt.datetime.combine(end or day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    run_id = f"scheduled__{stop.isoformat()}"  # Airflow names it by run_after
     with create_session() as session:
         dag = SerializedDagModel.get_dag(dag_id, session=session)
         dag_run = dag.create_dagrun(
-            run_id=run_id, logical_date=start, data_interval=(start, start + dt.timedelta(days=1)),
-            run_after=start + dt.timedelta(days=1), conf={}, run_type=DagRunType.SCHEDULED,
+            run_id=run_id, logical_date=start, data_interval=(start, stop),
+            run_after=stop, conf={}, run_type=DagRunType.SCHEDULED,
             triggered_by=DagRunTriggeredByType.TEST, state=DagRunState.FAILED, session=session,
         )
         for ti in dag_run.get_task_instances(session=session):
