@@ -33,6 +33,13 @@ def test_top_ups_and_manual_runs_outrank_history():
     assert weight_for("manual__2026-11-27T10:11:12.123+00:00", today, 3) == TOPUP_WEIGHT
     assert weight_for("later_pass__12_2026-11-26", today, 3) == TOPUP_WEIGHT
     assert weight_for("my-own-run-id", today, 3) == TOPUP_WEIGHT  # no date: a person is waiting
+    # A batch of history is named by its end, which may be recent: the DAG's daily-from day tells it apart.
+    daily_from = dt.date(2026, 11, 24)
+    assert weight_for("scheduled__2026-11-24T00:00:00+00:00", today, 3, daily_from) == HISTORY_WEIGHT  # [Nov 1, Nov 24)
+    assert weight_for("backfill__2026-11-24T00:00:00+00:00", today, 3, daily_from) == HISTORY_WEIGHT
+    assert weight_for("scheduled__2026-11-25T00:00:00+00:00", today, 3, daily_from) == TOPUP_WEIGHT  # day Nov 24
+    assert weight_for("topup__12_2026-11-24", today, 3, daily_from) == TOPUP_WEIGHT
+    assert weight_for("manual__2026-11-20T10:11:12+00:00", today, 3, daily_from) == HISTORY_WEIGHT  # as before: old
 
 
 def test_team_dags_bound_exports_and_serialise_commits(stack):

@@ -250,3 +250,24 @@ def test_a_bad_range_is_refused_before_anything_is_written(stack, duckling, key,
     assert run(TEAM, MONTH_LAST, partition_key=key).state == "failed"
     assert catalog_tables(stack, duckling) == 0 and _objects(stack, duckling) == {}
     assert "retryable=false reason=PartitionError" in logged_text(caplog, capfd)
+
+
+def test_every_option_applies_to_a_batch(stack, duckling, seeded):
+    """skip registration keeps each day's files (marked) and leaves the lake alone; cleanup off adds the days'
+    rows again; delete_tables resets the table in the batch's own transaction."""
+    expected = {d: n for d, n in seeded.items() if n}
+    skipped = run(TEAM, MONTH_LAST, partition_key=KEY, skip_ducklake_registration=True)
+    assert {ti.task_id: ti.state for ti in skipped.get_task_instances()}["register"] == "skipped"
+    objects = _objects(stack, duckling)
+    markers = stack.keys(duckling.bucket, "export_only/")
+    assert len(objects) == 29 + 3 and len(markers) == len(objects)  # every day's file kept, each marked
+    assert lake_day_counts(duckling, "events") == {}
+
+    assert run(TEAM, MONTH_LAST, partition_key=KEY).state == "success"
+    assert run(TEAM, MONTH_LAST, partition_key=KEY, cleanup_existing_partition_data=False).state == "success"
+    assert lake_day_counts(duckling, "events") == {d: 2 * n for d, n in expected.items()}
+
+    outside = dt.date(2024, 5, 2)
+    assert run(TEAM, outside).state == "success"
+    assert run(TEAM, MONTH_LAST, partition_key=KEY, delete_tables=True).state == "success"
+    assert lake_day_counts(duckling, "events") == expected  # the day outside the batch went with the reset

@@ -4,7 +4,7 @@ A team's catch-up can be years of runs; its daily top-up, and every other team's
 them. Airflow ranks queued tasks by ``priority_weight`` when slots (the export pool) are scarce, and
 computes it once, when it creates the task instance: :class:`RecentDaysFirst` gives runs of the last
 ``[duckling] topup_days`` days (and manual runs, which a person is waiting for) a high weight, and
-history a low one. The strategy reaches the scheduler through the provider's plugin
+history a low one — including a batch of history whose month ends recently (its run is named by its end). The strategy reaches the scheduler through the provider's plugin
 (:mod:`airflow_provider_duckling.plugins.duckling`, entry point ``airflow.plugins``), which Airflow loads in
 every component, together with the team DAGs' timetable.
 
@@ -37,9 +37,18 @@ def run_day(run_id: str) -> dt.date | None:
         return None
 
 
-def weight_for(run_id: str, today: dt.date, topup_days: int) -> int:
-    """High for the last ``topup_days`` days (and runs without a date), low for history."""
+_BATCHABLE = ("scheduled__", "backfill__")
+
+
+def weight_for(run_id: str, today: dt.date, topup_days: int, daily_from: dt.date | None = None) -> int:
+    """High for the last ``topup_days`` days (and runs without a date), low for history.
+
+    :param daily_from: the DAG's daily-from day: a scheduled or backfill run named by a date on or before it
+        (its run-after, the end of its data interval) is a batch of history, however recent its end.
+    """
     day = run_day(run_id)
+    if day is not None and daily_from is not None and run_id.startswith(_BATCHABLE) and day <= daily_from:
+        return HISTORY_WEIGHT
     if day is None or (today - day).days <= topup_days:
         return TOPUP_WEIGHT
     return HISTORY_WEIGHT
@@ -51,4 +60,9 @@ class RecentDaysFirst(PriorityWeightStrategy):
     def get_weight(self, ti: Any) -> int:
         from airflow_provider_duckling.registry.settings import topup_days
 
-        return weight_for(str(ti.run_id), dt.datetime.now(dt.UTC).date(), topup_days())
+        try:  # the DAG's timetable says where its history batches end (absent: every run is one day)
+            daily_from = getattr(ti.task.dag.timetable, "daily_from", None)
+        except AttributeError:
+            daily_from = None
+        return weight_for(str(ti.run_id), dt.datetime.now(dt.UTC).date(), topup_days(),
+                          daily_from if isinstance(daily_from, dt.date) else None)
