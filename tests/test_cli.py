@@ -308,6 +308,16 @@ def test_run_local_lands_rows_then_status_counts_days(registry, counts, capsys):
     assert code == 1 and "is still queued after 1 s (is a scheduler running?)" in out
     assert stack.keys(duckling.bucket, f"backfill/events/team_id=66/year=2024/month=03/day={DAYS[3]:%d}/") == []
 
+    # A range of days, moved as one batch in this process; its run id holds no ".." (Airflow refuses it).
+    key = f"66_{DAYS[0]}..{DAYS[2]}"
+    code, out, err = cli(capsys, "run", key, "--local")
+    assert code == 0, out + err
+    assert row(out, key)[:4] == [key, "success", "registered", str(sum(counts[(66, d)] for d in DAYS[:3]))]
+    assert {d: n for d, n in lake_day_counts(duckling, "events").items() if d in DAYS[:3]} == {
+        d: counts[(66, d)] for d in DAYS[:3]}
+    code, out, _ = cli(capsys, "run", key)
+    assert code == 0 and f"manual__duckling-cli__66_{DAYS[0]}_to_{DAYS[2]}__" in out
+
 
 def test_run_refuses_bad_input_and_writes_nothing(registry, capsys):
     stack = registry
@@ -318,6 +328,10 @@ def test_run_refuses_bad_input_and_writes_nothing(registry, capsys):
         (["68-2024-03-08"], "invalid partition key '68-2024-03-08'"),
         ([f"68_{future}"], "has not ended"),
         (["68_2024-02-30"], "invalid day"),
+        (["68_2024-03-08..2024-03-01"], "the last day is before the first"),
+        (["68_2023-01-01..2024-03-01"], "more than 366 days in one run"),
+        ([f"68_2024-03-01..{future}"], "has not ended"),
+        (["68_2024-03-01....2024-03-02"], "invalid day range"),
         (["999_2024-03-08"], "team 999 has no duckling in the registry"),
         (["68_2024-03-08", "--clickhouse-settings", '{"max_threads; DROP": 1}'], "invalid ClickHouse setting name"),
         (["68_2024-03-08", "--clickhouse-settings", "[1, 2]"], "clickhouse_settings must be a mapping"),

@@ -271,3 +271,27 @@ def test_every_option_applies_to_a_batch(stack, duckling, seeded):
     assert run(TEAM, outside).state == "success"
     assert run(TEAM, MONTH_LAST, partition_key=KEY, delete_tables=True).state == "success"
     assert lake_day_counts(duckling, "events") == expected  # the day outside the batch went with the reset
+
+
+def test_duckling_status_counts_every_day_of_a_batch():
+    """`duckling status` folds runs into days: a batch run covers each day of its interval or range key."""
+    from airflow_provider_duckling.cli.history import fold_runs
+
+    def at(day: dt.date) -> dt.datetime:
+        return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+    dag = "duckling_events_backfill_team_1"
+    april = dt.date(2024, 4, 1)
+    rows = [
+        (dag, "success", None, at(MONTH_FIRST), at(april), at(april), 1, at(april)),  # the March batch
+        (dag, "failed", '{"partition_key": "1_2024-03-05"}', None, at(april) + dt.timedelta(hours=1), None, 2, None),
+        (dag, "running", '{"partition_key": "1_2024-04-01..2024-04-03"}', None, at(april) + dt.timedelta(hours=2),
+         None, 3, None),
+        (dag, "success", '{"partition_key": "1_2024-04-01..2024-04-03", "dry_run": true}', None,
+         at(april) + dt.timedelta(hours=3), at(april), 4, None),  # a dry run moves nothing
+    ]
+    states = fold_runs(rows)[dag]
+    march = {MONTH_FIRST + dt.timedelta(days=n) for n in range(31)}
+    assert states.succeeded == march - {dt.date(2024, 3, 5)} and states.failed == {dt.date(2024, 3, 5)}
+    assert states.running == {april, dt.date(2024, 4, 2), dt.date(2024, 4, 3)}
+    assert states.last_success_day == MONTH_LAST

@@ -1,8 +1,9 @@
 """What Airflow's metadata DB says about each day of a team's table: the state of its latest run.
 
-A run is mapped to the UTC day it moved the way its tasks resolve it: the ``partition_key`` in its conf,
-else its data interval's start (scheduled, catch-up and backfill runs), else the day before it was
-triggered (a manual run without a logical date). Full exports (persons) move no single day and are left out.
+A run is mapped to the UTC days it moved the way its tasks resolve them: the ``partition_key`` in its conf
+(a day, or a range of days), else its data interval (scheduled, catch-up and backfill runs: one day, or a
+batch of history), else the day before it was triggered (a manual run without a logical date). Full exports
+(persons) move no single day and are left out.
 Only the latest run of a day counts: a day that failed and then succeeded is done. Dry runs and export-only
 runs load nothing, so they are left out too.
 """
@@ -16,7 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-_KEY = re.compile(r"^\d+_(\d{4}-\d{2}-\d{2})$")
+_KEY = re.compile(r"^\d+_(\d{4}-\d{2}-\d{2})(?:\.\.(\d{4}-\d{2}-\d{2}))?$")
+MAX_RUN_DAYS = 366  # a run moves at most this many days (a range key's limit): a longer interval is not ours
 RUNNING_STATES = ("queued", "running")
 
 
@@ -36,30 +38,49 @@ def _on(conf: dict[str, Any], option: str) -> bool:
 
 
 def run_day(conf: dict[str, Any] | None, data_interval_start: dt.datetime | None, run_after: dt.datetime | None) -> dt.date | None:
-    """The UTC day one run loads into the lake; None for runs that load no single day: a full export, a dry
-    run, an export-only run (they neither cover a day nor change whether it failed), or an unreadable key."""
+    """The (first) UTC day one run loads into the lake; None for runs that load no single day: a full
+    export, a dry run, an export-only run (they neither cover a day nor change whether it failed), or an
+    unreadable key."""
+    days = run_days(conf, data_interval_start, None, run_after)
+    return days[0] if days else None
+
+
+def _span(first: dt.date, last: dt.date) -> list[dt.date]:
+    if last < first or (last - first).days >= MAX_RUN_DAYS:
+        return [first]
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def run_days(conf: dict[str, Any] | None, data_interval_start: dt.datetime | None,
+             data_interval_end: dt.datetime | None, run_after: dt.datetime | None) -> list[dt.date]:
+    """Every UTC day one run loads into the lake (a batch of history: each of its days); empty for the runs
+    :func:`run_day` leaves out."""
     conf = conf or {}
     if conf and any(_on(conf, option) for option in ("full_export", "dry_run", "skip_ducklake_registration")):
-        return None
+        return []
     key = conf.get("partition_key") if conf else None
     if key:
         match = _KEY.match(str(key).strip())
         if not match:
-            return None
+            return []
         try:
-            return dt.date.fromisoformat(match.group(1))
+            first = dt.date.fromisoformat(match.group(1))
+            return _span(first, dt.date.fromisoformat(match.group(2))) if match.group(2) else [first]
         except ValueError:
-            return None
+            return []
     if data_interval_start is not None:
-        return data_interval_start.astimezone(dt.UTC).date()
+        first = data_interval_start.astimezone(dt.UTC).date()
+        if data_interval_end is None:
+            return [first]
+        return _span(first, (data_interval_end.astimezone(dt.UTC) - dt.timedelta(microseconds=1)).date())
     if run_after is not None:
-        return (run_after - dt.timedelta(days=1)).astimezone(dt.UTC).date()
-    return None
+        return [(run_after - dt.timedelta(days=1)).astimezone(dt.UTC).date()]
+    return []
 
 
-RunRow = tuple[str, Any, Any, dt.datetime | None, dt.datetime | None, dt.datetime | None, int]
+RunRow = tuple[str, Any, Any, dt.datetime | None, dt.datetime | None, dt.datetime | None, int, dt.datetime | None]
 """One DAG run as read from the metadata DB: dag_id, state, conf (a mapping, or its JSON text), data interval
-start, run_after, end_date, id."""
+start, run_after, end_date, id, data interval end."""
 _EMPTY_CONF = (None, "", "{}", "null")
 
 
@@ -101,7 +122,8 @@ def day_states(dag_ids: Iterable[str]) -> dict[str, DayStates]:
                 # conf as text: most runs (scheduled, catch-up) have none, and decoding it is most of the cost.
                 yield from session.execute(  # type: ignore[misc]
                     select(DagRun.dag_id, DagRun.state, cast(DagRun.conf, Text), DagRun.data_interval_start,
-                           DagRun.run_after, DagRun.end_date, DagRun.id).where(DagRun.dag_id.in_(chunk)),
+                           DagRun.run_after, DagRun.end_date, DagRun.id, DagRun.data_interval_end)
+                    .where(DagRun.dag_id.in_(chunk)),
                     execution_options={"yield_per": 20_000},  # streamed: memory holds the fold, not every run
                 )
 
@@ -112,24 +134,26 @@ def fold_runs(rows: Iterable[RunRow]) -> dict[str, DayStates]:
     """Per DAG id, each day by the state of its latest run, and the latest successful run (pure)."""
     latest: dict[tuple[str, dt.date], tuple[Any, ...]] = {}
     out: dict[str, DayStates] = {}
-    days: dict[dt.datetime, dt.date] = {}  # the same interval starts recur across thousands of DAGs
-    for dag_id, state, raw_conf, start, run_after, end_date, run_pk in rows:
+    days: dict[tuple[Any, Any], list[dt.date]] = {}  # the same intervals recur across thousands of DAGs
+    for dag_id, state, raw_conf, start, run_after, end_date, run_pk, *rest in rows:
+        end = rest[0] if rest else None
         conf = _conf(raw_conf)
         if conf is None and start is not None:
-            day: dt.date | None = days.get(start)
-            if day is None:
-                day = days[start] = start.astimezone(dt.UTC).date()
+            moved = days.get((start, end))
+            if moved is None:
+                moved = days[(start, end)] = run_days(None, start, end, run_after)
         else:
-            day = run_day(conf, start, run_after)
-        if day is None:
+            moved = run_days(conf, start, end, run_after)
+        if not moved:
             continue
         state = str(getattr(state, "value", state))
         order = (run_after or dt.datetime.min.replace(tzinfo=dt.UTC), run_pk)
-        if (dag_id, day) not in latest or latest[(dag_id, day)][0] < order:
-            latest[(dag_id, day)] = (order, state)
+        for day in moved:
+            if (dag_id, day) not in latest or latest[(dag_id, day)][0] < order:
+                latest[(dag_id, day)] = (order, state)
         states = out.setdefault(dag_id, DayStates())
         if state == "success" and end_date and (states.last_success is None or end_date > states.last_success):
-            states.last_success, states.last_success_day = end_date, day
+            states.last_success, states.last_success_day = end_date, moved[-1]
     for (dag_id, day), (_, state) in latest.items():
         states = out[dag_id]
         if state == "success":
