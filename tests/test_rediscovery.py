@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow_provider_duckling.demo.sample_data import insert_events
+from airflow_provider_duckling.domain.history import next_month
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.registry import settings
 from airflow_provider_duckling.registry.state import (
@@ -104,10 +105,17 @@ def test_older_data_that_appears_later_moves_the_start_and_is_back_filled(stack,
     assert any(f"event=start_date_moved_earlier table=events team={TEAM} old={known} new={old}" in line
                for line in moved), moved
     assert not [line for line in moved if f"team={PINNED} " in line]
-    # One run per uncovered day, keyed to it, with no logical date (see discovery's docstring).
+    # The uncovered days as batches (a calendar month of them per run, as catch-up moves history), keyed by
+    # their range, with no logical date (see discovery's docstring).
+    chunks, day = [], old
+    while day < known:
+        end = min(next_month(day), known)
+        last = end - dt.timedelta(days=1)
+        chunks.append((day, last))
+        day = end
     assert [(r, d, c) for r, d, c in _runs(events, "rediscovered__")] == [
-        (f"rediscovered__{TEAM}_{day}", None, {"partition_key": f"{TEAM}_{day}"})
-        for day in (old, old + dt.timedelta(days=1), old + dt.timedelta(days=2))]
+        (f"rediscovered__{TEAM}_{a}" + (f"_to_{b}" if b > a else ""), None,
+         {"partition_key": f"{TEAM}_{a}" + (f"..{b}" if b > a else "")}) for a, b in chunks]
     assert found.backfill == {"events": {TEAM: (old, known)}}  # confirmed when the runs are seen next pass
 
     # The next parse starts the DAG at the new date; the scheduler's catch-up alone would still go on from
@@ -125,13 +133,14 @@ def test_older_data_that_appears_later_moves_the_start_and_is_back_filled(stack,
     # The next pass sees the runs, clears the range, and triggers nothing twice.
     assert bag.get_dag(DISCOVERY_DAG_ID).test().state == "success"
     assert load_discovery_state().backfill == {}
-    assert len(_runs(events, "rediscovered__")) == 3
+    assert len(_runs(events, "rediscovered__")) == len(chunks)
     assert _runs(dag_id_for("persons", TEAM), "rediscovered__") == []  # persons history is the full export
 
     # Each triggered run moves its day: run the first as the scheduler would (its conf, no logical date).
     from airflow_provider_duckling.demo.report import lake_day_counts
 
     monkeypatch.setenv("AIRFLOW__DUCKLING__SETTLE_MINUTES", str(7 * 24 * 60))  # an old day never waits
-    run = dag.test(logical_date=None, run_conf={"partition_key": f"{TEAM}_{old}"})
+    first_key = _runs(events, "rediscovered__")[0][2]["partition_key"]
+    run = dag.test(logical_date=None, run_conf={"partition_key": first_key})
     assert run.state == "success"
-    assert lake_day_counts(team, "events") == {old: 7}
+    assert lake_day_counts(team, "events") == {d: 7 for d in (old, old + dt.timedelta(days=1)) if d <= chunks[0][1]}

@@ -27,6 +27,15 @@ def asset_event_extra(rows: int, bytes_: int, files: int, snapshot_id: int | Non
     return {"rows": int(rows), "bytes": int(bytes_), "files": int(files), "snapshot_id": snapshot_id}
 
 
+def batch_event_extra(day_extra: dict[str, Any], batch_key: str, days: int) -> dict[str, Any]:
+    """The extra of each day's event of a batch: Airflow attaches one extra to all the partition keys of a
+    task's event, so it names the batch and its totals, and leaves the per-day figures null rather than
+    give every day the batch's."""
+    return {"rows": None, "bytes": None, "files": None, "snapshot_id": day_extra["snapshot_id"], "batch": batch_key,
+            "batch_days": int(days), "batch_rows": day_extra["rows"], "batch_bytes": day_extra["bytes"],
+            "batch_files": day_extra["files"]}
+
+
 def publish_partition(context: Any, outlets: list[Any], partition_key: str | list[str], extra: dict[str, Any]) -> int:
     """Attach ``partition_key`` (several: one event per key, for a batch of days) and ``extra`` to the
     event of each Asset outlet; returns how many outlets."""

@@ -139,17 +139,19 @@ class DayRange:
     def __post_init__(self) -> None:
         if self.last < self.first:
             raise PartitionError(f"invalid day range {self.first}..{self.last}: the last day is before the first")
-        if (self.last - self.first).days + 1 > MAX_RANGE_DAYS:
-            raise PartitionError(f"invalid day range {self.first}..{self.last}: more than {MAX_RANGE_DAYS} days in one run")
 
     @classmethod
     def parse(cls, key: str) -> DayRange:
-        """Parse ``{team_id}_{first}..{last}``, validating each part like a partition key's."""
+        """Parse ``{team_id}_{first}..{last}``, validating each part like a partition key's; a typed range is
+        at most :data:`MAX_RANGE_DAYS` days (a run's own data interval — persons' whole history — is not)."""
         match = _RANGE_KEY.fullmatch(key) if isinstance(key, str) else None
         if not match:
             raise PartitionError(f"invalid day range {quoted(key)}: expected {{team_id}}_{{first}}..{{last}}, "
                                  "e.g. 12345_2024-01-01..2024-01-31")
-        return cls(validate_team_id(int(match.group(1))), parse_day(match.group(2)), parse_day(match.group(3)))
+        scope = cls(validate_team_id(int(match.group(1))), parse_day(match.group(2)), parse_day(match.group(3)))
+        if (scope.last - scope.first).days + 1 > MAX_RANGE_DAYS:
+            raise PartitionError(f"invalid day range {scope.key}: more than {MAX_RANGE_DAYS} days in one run")
+        return scope
 
     @property
     def key(self) -> str:

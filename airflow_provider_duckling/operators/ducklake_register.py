@@ -10,7 +10,12 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_provider_duckling.assets.ducklake import asset_event_extra, duckling_asset, publish_partition
+from airflow_provider_duckling.assets.ducklake import (
+    asset_event_extra,
+    batch_event_extra,
+    duckling_asset,
+    publish_partition,
+)
 from airflow_provider_duckling.common.errors import RegistrationError
 from airflow_provider_duckling.domain.partitions import DayRange, FullExport, Partition
 from airflow_provider_duckling.domain.tables import PERSONS
@@ -106,14 +111,15 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         files = list(exported["files"])
         extra = asset_event_extra(result.rows, int(exported.get("bytes") or 0), len(files), result.snapshot_id)
         keys: list[str] = [key]
+        day_rows = self._day_rows(target, exported)
         if isinstance(target.scope, DayRange):
             keys = [p.key for p in target.scope.partitions]
-            extra.update(batch=key, day_rows=self._day_rows(target, exported) or {})
+            extra = batch_event_extra(extra, key, len(keys))
         published = publish_partition(context, list(self.outlets or []), keys, extra)
-        log.info("event=asset_event partition=%s table=%s assets=%d partitions=%d rows=%d bytes=%d files=%d "
-                 "snapshot_id=%s", key, table, published, len(keys), extra["rows"], extra["bytes"], extra["files"],
-                 extra["snapshot_id"])
-        metrics.partition_registered(target.scope.team_id, table, extra["rows"], extra["bytes"])
+        log.info("event=asset_event partition=%s table=%s assets=%d rows=%d bytes=%d files=%d snapshot_id=%s "
+                 "events=%d", key, table, published, result.rows, int(exported.get("bytes") or 0), len(files),
+                 extra["snapshot_id"], published * len(keys))
+        metrics.partition_registered(target.scope.team_id, table, result.rows, int(exported.get("bytes") or 0))
         d = target.duckling
         self.lineage_facts = LineageFacts(
             inputs=[object_dataset(uri) for uri in files],
@@ -127,6 +133,7 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
             "files": result.added_files,
             "deleted_rows": result.deleted_rows,
             "snapshot_id": result.snapshot_id,
+            **({"day_rows": day_rows} if day_rows is not None else {}),
         }
 
     @staticmethod

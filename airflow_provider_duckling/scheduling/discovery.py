@@ -7,8 +7,10 @@ Rediscovery: every ``[duckling] rediscovery_days`` a known team's events start i
 than the remembered start (a late import) moves the start earlier: the DAG file then builds the DAG from the
 new start, and, because Airflow's catch-up only ever moves forward from the last scheduled run, the days
 between the new and the old start are recorded as a back-fill range. Each discovery pass triggers runs for
-the next few of them (run id ``rediscovered__{team}_{day}``, conf ``partition_key``; at most
-:data:`BACKFILL_QUEUE` queued per DAG so that top-ups are not stuck behind them) until every day has a run.
+the next few of them, a calendar month of days per run as catch-up moves history (run id
+``rediscovered__{team}_{first}_to_{last}``, conf ``partition_key`` = ``{team}_{first}..{last}``; a single day
+keeps ``rediscovered__{team}_{day}``; at most :data:`BACKFILL_QUEUE` queued per DAG so that top-ups are not
+stuck behind them) until every day has a run.
 They have no logical date on purpose: Airflow creates no task for a run dated before the DAG's start date
 (an empty, "successful" run), and the DAG may not have been re-parsed with its new start yet.
 A ``start_date`` in the registry wins over discovery: such teams are never asked. Teams paused in the
@@ -70,7 +72,8 @@ def discover_start_dates(clickhouse: ClickHouseHook, team_ids: list[int], floor:
 BACKFILL_QUEUE = 8
 """At most this many queued runs per team DAG when back-fill runs of rediscovered days are triggered."""
 MAX_CHECKS = 200
-"""At most this many days of one back-fill range are looked up per pass (two Execution API calls each)."""
+"""At most this many runs (a month of days each) of one back-fill range are looked up per pass (one or two
+Execution API calls each)."""
 
 
 def _midnight(day: dt.date) -> dt.datetime:
@@ -137,7 +140,8 @@ def backfill_triggers(ducklings: dict[int, Duckling], path: Path | None = None, 
     """
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-    from airflow_provider_duckling.domain.partitions import dag_id_for
+    from airflow_provider_duckling.domain.history import next_month
+    from airflow_provider_duckling.domain.partitions import dag_id_for, run_id_part
 
     state = load_discovery_state(path)
     triggers: list[dict[str, Any]] = []
@@ -166,11 +170,14 @@ def backfill_triggers(ducklings: dict[int, Duckling], path: Path | None = None, 
             day, advancing, checks = first, True, 0
             while day < stop and checks < MAX_CHECKS and (slots or advancing):
                 checks += 1
-                key = f"{team}_{day.isoformat()}"
-                run_id = f"rediscovered__{key}"
+                end = min(next_month(day), stop)  # a month of the uncovered days per run, as catch-up moves history
+                last = end - dt.timedelta(days=1)
+                key = f"{team}_{day.isoformat()}" + (f"..{last.isoformat()}" if last > day else "")
+                run_id = f"rediscovered__{run_id_part(key)}"
                 if (RuntimeTaskInstance.get_dr_count(dag_id=dag_id, run_ids=[run_id])
-                        or RuntimeTaskInstance.get_dr_count(dag_id=dag_id, logical_dates=[_midnight(day)])):
-                    first = day + dt.timedelta(days=1) if advancing else first
+                        or (last == day and RuntimeTaskInstance.get_dr_count(dag_id=dag_id,
+                                                                             logical_dates=[_midnight(day)]))):
+                    first = end if advancing else first
                 elif slots:
                     log.info("event=rediscovered_backfill dag=%s partition=%s", dag_id, key)
                     triggers.append({"trigger_dag_id": dag_id, "trigger_run_id": run_id, "logical_date": None,
@@ -178,7 +185,7 @@ def backfill_triggers(ducklings: dict[int, Duckling], path: Path | None = None, 
                     slots, advancing = slots - 1, False
                 else:
                     break
-                day += dt.timedelta(days=1)
+                day = end
             if first >= stop:
                 log.info("event=rediscovered_backfill_done dag=%s every day before %s has a run", dag_id, end)
                 del teams[team]
