@@ -64,6 +64,13 @@ def ui(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     local_lake = _embedded_duckling(first_local_day)
     registry = root / "ducklings.yaml"
     write_registry([s3_lake, local_lake], registry)
+    # Team 301 as first seen on its first day: each of its six days is a run of its own (no history batch), so
+    # that switching it off mid catch-up leaves runs to do.
+    from airflow_provider_duckling.registry.state import DiscoveryState, save_discovery_state
+
+    save_discovery_state(DiscoveryState(first_seen={LOCAL_TEAM: dt.datetime.combine(first_local_day, dt.time(),
+                                                                                    tzinfo=dt.UTC)}),
+                         root / "state.json")
     passwords = root / "passwords.json"
     passwords.write_text(json.dumps({USER: PASSWORD}))
     airflow = make_airflow_stack(root / "home", dict(os.environ), new_metadata_db(stack.postgres, DB), {

@@ -481,9 +481,15 @@ def test_real_workers_send_metrics_and_call_the_notifier(stack, tmp_path):
             return {r[0] for r in _meta(stack, "SELECT state FROM dag_run WHERE dag_id = %s AND run_id LIKE %s",
                                         dag_id, run_id)}
 
+        def caught_up(dag_id: str) -> bool:  # its runs reach yesterday (history batches, then the days)
+            midnight = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
+            return bool(_meta(stack, "SELECT count(*) FROM dag_run WHERE dag_id = %s AND state = 'success' "
+                                     "AND data_interval_end = %s", dag_id, midnight)[0][0])
+
         deadline = time.monotonic() + 420
         while time.monotonic() < deadline and not (
                 run_states("duckling_events_backfill_team_265") == {"success"}
+                and caught_up("duckling_events_backfill_team_265")
                 and run_states("duckling_events_backfill_team_266") == {"failed"}):
             lines += _datagrams(listener)
         assert run_states("duckling_events_backfill_team_265") == {"success"}, airflow.log_tail("scheduler")

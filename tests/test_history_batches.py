@@ -187,6 +187,16 @@ def test_a_month_is_one_run_one_commit_and_each_day_its_own_file(stack, duckling
 
     events = _asset_partitions(f"duckling_events_backfill_team_{TEAM}")
     assert events == {Partition(TEAM, MONTH_FIRST + dt.timedelta(days=n)).key: 2 for n in range(31)}  # one per day and run
+    # Airflow gives a task's events one extra: it names the batch, and no day gets the batch's figures.
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        event = session.query(AssetEvent).filter(AssetEvent.partition_key == f"{TEAM}_{BIG_DAY}").first()
+        extra = dict(event.extra)
+    total = sum(expected.values())
+    assert extra["batch"] == KEY and extra["batch_days"] == 31 and extra["batch_rows"] == total
+    assert extra["batch_files"] == 32 and extra["rows"] is None and extra["files"] is None
 
 
 def test_rerunning_a_batch_and_its_days_in_any_order_keeps_every_day_exact(stack, duckling, seeded):

@@ -20,6 +20,7 @@ import pytest
 
 from airflow_provider_duckling.demo.report import lake_day_counts
 from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, insert_events
+from airflow_provider_duckling.domain.history import next_month
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.registry.catalog import write_registry
 from airflow_provider_duckling.registry.state import (
@@ -85,8 +86,10 @@ def test_settle_pause_and_rediscovery_through_a_real_scheduler(stack: Any) -> No
     write_registry([team, paused], registry)
     state_path = registry.with_name("state.json")
     # Discovery found the start a few days ago (checked today: not due yet); persons start yesterday.
+    # First seen when it found that start: every day since is a run of its own (no history batch).
     save_discovery_state(DiscoveryState(start_dates={"events": {TEAM: known}, "persons": {TEAM: yesterday}},
-                                        checked={"events": {TEAM: today}}), state_path)
+                                        checked={"events": {TEAM: today}},
+                                        first_seen={TEAM: _midnight(known), PAUSED: _midnight(known)}), state_path)
     # A settle delay that holds yesterday (ended at 00:00 today) past the test, and no older day.
     settle_minutes = int((now - _midnight(today)).total_seconds() // 60) + 12 * 60
 
@@ -129,13 +132,19 @@ def test_settle_pause_and_rediscovery_through_a_real_scheduler(stack: Any) -> No
         assert _runs(stack, events)[repair][1:] == ("success", None, {"partition_key": f"{TEAM}_{history[1]}"})
 
         # 3. A week passes (the check is due) and discovery runs: the start moves to `old`, and the three
-        #    days before the known start get runs of their own, which back-fill them.
+        #    days before the known start get runs (a month of them per run), which back-fill them.
         state = load_discovery_state(state_path)
         state.checked["events"][TEAM] = today - dt.timedelta(days=7)
         save_discovery_state(state, state_path)
         result = airflow.airflow("dags", "trigger", DISCOVERY_DAG_ID, "--run-id", "manual__rediscover")
         assert result.returncode == 0, result.stderr[-2000:]
-        rediscovered = [f"rediscovered__{TEAM}_{old + dt.timedelta(days=n)}" for n in range(3)]
+        keys, day = [], old  # the three days as batches: a calendar month of them per run
+        while day < known:
+            end = min(next_month(day), known)
+            last_day = end - dt.timedelta(days=1)
+            keys.append(f"{TEAM}_{day}" + (f"..{last_day}" if last_day > day else ""))
+            day = end
+        rediscovered = {f"rediscovered__{key.replace('..', '_to_')}": key for key in keys}
         _wait("the rediscovered days' runs", lambda: all(
             _runs(stack, events).get(r, (None, None))[1] == "success" for r in rediscovered), airflow)
         runs = _runs(stack, events)
@@ -151,7 +160,8 @@ def test_settle_pause_and_rediscovery_through_a_real_scheduler(stack: Any) -> No
     assert "event=start_date_moved_earlier table=events team=251" in "".join(
         p.read_text(errors="replace") for p in (SESSION_DIR / "ops14" / "home" / "logs").rglob("*.log")
         if DISCOVERY_DAG_ID in str(p))
-    assert all(runs[r][1:] == ("success", None, {"partition_key": r.split("__")[1]}) for r in rediscovered)
+    assert all(runs[r][1:] == ("success", None, {"partition_key": key}) for r, key in rediscovered.items())
+    assert sorted(r for r in runs if r.startswith("rediscovered__")) == sorted(rediscovered)  # nothing more
     # Catch-up never went back: no scheduled run before the known start, and it goes on from today.
     assert sorted(v[2] for v in runs.values() if v[0] == "scheduled") == [_midnight(d) for d in history]
     assert next_run == (_midnight(today), False)

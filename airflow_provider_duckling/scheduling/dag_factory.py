@@ -70,11 +70,12 @@ class DagSettings:
     export_pool: str
     topup_days: int = 3
     today: dt.date | None = None
+    history_months: int = 3
 
     @classmethod
     def read(cls) -> DagSettings:
         return cls(settings.settle_delay(), settings.start_date_floor(), default_args(), settings.export_pool(),
-                   settings.topup_days(), dt.datetime.now(dt.UTC).date())
+                   settings.topup_days(), dt.datetime.now(dt.UTC).date(), settings.history_batch_months())
 
 
 def daily_from_for(table: str, first_seen: dt.datetime | None, topup_days: int, today: dt.date) -> dt.date:
@@ -168,7 +169,7 @@ def build_team_dag(
     schedule = HistoryBatchTimetable(
         "0 0 * * *", timezone="UTC", paused=duckling.paused,
         daily_from=daily_from_for(table, first_seen, config.topup_days, today),
-        batch=WHOLE if table == "persons" else MONTH,
+        batch=WHOLE if table == "persons" else MONTH, months=config.history_months,
     ) if start else None
     waiting = (" (paused in the registry: schedules nothing)" if duckling.paused
                else "" if start else " (waiting for start-date discovery)")

@@ -4,7 +4,8 @@ A team's catch-up can be years of runs; its daily top-up, and every other team's
 them. Airflow ranks queued tasks by ``priority_weight`` when slots (the export pool) are scarce, and
 computes it once, when it creates the task instance: :class:`RecentDaysFirst` gives runs of the last
 ``[duckling] topup_days`` days (and manual runs, which a person is waiting for) a high weight, and
-history a low one — including a batch of history whose month ends recently (its run is named by its end). The strategy reaches the scheduler through the provider's plugin
+history a low one — including a month of events history that ends recently (its run is named by its end);
+persons history, one full export per team, ranks by its end like a top-up, as it is the team's onboarding. The strategy reaches the scheduler through the provider's plugin
 (:mod:`airflow_provider_duckling.plugins.duckling`, entry point ``airflow.plugins``), which Airflow loads in
 every component, together with the team DAGs' timetable.
 
@@ -61,7 +62,9 @@ class RecentDaysFirst(PriorityWeightStrategy):
         from airflow_provider_duckling.registry.settings import topup_days
 
         try:  # the DAG's timetable says where its history batches end (absent: every run is one day)
-            daily_from = getattr(ti.task.dag.timetable, "daily_from", None)
+            timetable = ti.task.dag.timetable
+            # Months of events are history; persons history is one run per team, its onboarding: as before.
+            daily_from = getattr(timetable, "daily_from", None) if getattr(timetable, "batch", None) == "month" else None
         except AttributeError:
             daily_from = None
         return weight_for(str(ti.run_id), dt.datetime.now(dt.UTC).date(), topup_days(),
