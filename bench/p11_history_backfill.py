@@ -7,7 +7,8 @@ by the bench in a temp dir. The phases run one after the other on that one Airfl
 
 1. **Big history**: team 1 with ``--days`` (1,100) days × ``--rows`` (10,000) events is added to the
    registry (with an explicit ``start_date``); the clock runs from that registry write (the DAGs are created
-   unpaused by the next parse) until every run of the team's two DAGs (events: calendar months of history,
+   unpaused by the next parse) until every run of the team's two DAGs (events: ``[duckling]
+   history_batch_months`` calendar months of history per run (3, a quarter, by default; ``--months``),
    then the top-up days; persons: one full export) has succeeded. ÷ the bare engine: the same days exported by
    one ``INSERT INTO FUNCTION s3(…/{_partition_id}/…) PARTITION BY <the day's directory> SELECT …`` (the
    product's own SELECT and settings, one Parquet file per day, to the same moto, base credentials, no STS),
@@ -69,7 +70,11 @@ def main() -> None:
     parser.add_argument("--bare-repeat", type=int, default=3, help="repetitions of each bare export (median)")
     parser.add_argument("--quick", action="store_true", help="120 days × 1,000 events, one bare repetition")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
+    parser.add_argument("--months", type=int, default=None,
+                        help="[duckling] history_batch_months for this run (default: the setting's, 3)")
     args = parser.parse_args()
+    if args.months is not None:
+        os.environ["AIRFLOW__DUCKLING__HISTORY_BATCH_MONTHS"] = str(args.months)
     if args.quick:
         args.days, args.rows, args.bare_repeat = 120, 1_000, 1
 
@@ -397,9 +402,10 @@ def _expected_runs(team: int, start: dt.date, today: dt.date) -> dict[str, int]:
     """Runs of each of the team's DAGs from ``start`` to yesterday: the count the timetables make."""
     from airflow_provider_duckling.domain.history import MONTH, WHOLE, catchup_runs, daily_from
     from airflow_provider_duckling.domain.partitions import dag_id_for
-    from airflow_provider_duckling.registry.settings import topup_days
+    from airflow_provider_duckling.registry.settings import history_batch_months, topup_days
 
-    return {dag_id_for("events", team): catchup_runs(start, today, daily_from(today, topup_days()), MONTH),
+    return {dag_id_for("events", team): catchup_runs(start, today, daily_from(today, topup_days()), MONTH,
+                                                     history_batch_months()),
             dag_id_for("persons", team): catchup_runs(start, today, today, WHOLE)}
 
 
@@ -617,11 +623,13 @@ def _report(args, bare_big: float, bare_months: float, bare_tiny: float, files: 
     out.append(f"per team-year: {fp.per_year(fp.total_rows):,.0f} rows, {fp.per_year(fp.total_bytes) / 1024:,.0f} KB "
                f"(of which asset events, one per team-day: {fp.per_year(fp.rows.get('asset_event', 0)):,.0f} rows, "
                f"{fp.per_year(fp.bytes.get('asset_event', 0)) / 1024:,.0f} KB)")
-    out.append(f"÷ the old schedule at P5's {OLD_ROWS_PER_RUN} rows and 16 KB per run, one run per team-day "
-               f"({old_rows_year:,.0f} rows, {old_bytes_year / 1024:,.0f} KB a team-year): rows {rows_ratio:.3f}, bytes "
-               f"{bytes_ratio:.3f} (goal ≤ {GOAL_METADATA:.2f}): "
-               f"{'PASS' if max(rows_ratio, bytes_ratio) <= GOAL_METADATA else 'MISS'}; counting its persons runs too "
-               f"(two runs per team-day): rows {rows_ratio / 2:.3f}, bytes {bytes_ratio / 2:.3f}")
+    # Today's schedule made two runs per team-day of history, the events run and the persons run (the issue's
+    # 2,204 runs for 1,100 days), each writing P5's rows and bytes per run.
+    out.append(f"÷ the old schedule, two runs per team-day (events and persons) at P5's {OLD_ROWS_PER_RUN} rows and "
+               f"16 KB per run ({2 * old_rows_year:,.0f} rows, {2 * old_bytes_year / 1024:,.0f} KB a team-year): rows "
+               f"{rows_ratio / 2:.3f}, bytes {bytes_ratio / 2:.3f} (goal ≤ {GOAL_METADATA:.2f}): "
+               f"{'PASS' if max(rows_ratio, bytes_ratio) / 2 <= GOAL_METADATA else 'MISS'}; against its events runs "
+               f"alone: rows {rows_ratio:.3f}, bytes {bytes_ratio:.3f}")
     if fp.unattributed:
         out.append("tables that also grew, naming no DAG (rows, bytes; the whole deployment's): " + ", ".join(
             f"{name} {n} ({b:,})" for name, (n, b) in sorted(fp.unattributed.items())))

@@ -50,6 +50,13 @@ def test_batches_are_calendar_months_up_to_the_daily_from_day():
     assert batch_end(dt.date(2023, 11, 17), first_daily, WHOLE) == first_daily  # persons: all history at once
     with pytest.raises(ValueError, match="unknown history batch"):
         batch_end(dt.date(2024, 1, 1), first_daily, "week")
+    # Blocks of months align to the year: quarters start in January, April, July and October.
+    assert batch_end(dt.date(2023, 11, 17), first_daily, MONTH, 3) == dt.date(2024, 1, 1)
+    assert batch_end(dt.date(2024, 1, 1), first_daily, MONTH, 3) == dt.date(2024, 4, 1)
+    assert batch_end(dt.date(2024, 5, 9), first_daily, MONTH, 6) == dt.date(2024, 7, 1)
+    assert batch_end(dt.date(2026, 10, 1), first_daily, MONTH, 12) == first_daily
+    with pytest.raises(ValueError, match="months"):
+        batch_end(dt.date(2024, 1, 1), first_daily, MONTH, 5)
 
 
 def test_a_1100_day_team_catches_up_in_at_most_110_runs():
@@ -60,8 +67,10 @@ def test_a_1100_day_team_catches_up_in_at_most_110_runs():
     events = catchup_runs(start, today, events_from, MONTH)
     persons = catchup_runs(start, today, today, WHOLE)  # persons' daily-from day is the day first seen
     assert persons == 1
-    assert 36 <= events <= 40
+    assert 36 <= events <= 40  # one month per run
     assert events + persons <= 110
+    quarters = catchup_runs(start, today, events_from, MONTH, 3)  # [duckling] history_batch_months' default
+    assert 12 <= quarters <= 17 and quarters + persons <= 18
     assert catchup_runs(start, today, None) == 1100  # the old schedule, for comparison
 
 
@@ -104,7 +113,10 @@ def test_the_timetable_widens_history_intervals_and_round_trips():
     assert (manual.start.date(), manual.end.date()) == (dt.date(2024, 1, 20), dt.date(2024, 1, 21))
 
     again = HistoryBatchTimetable.deserialize(table.serialize())
-    assert (again.daily_from, again.batch, again.paused) == (dt.date(2024, 3, 4), MONTH, False)
+    assert (again.daily_from, again.batch, again.paused, again.months) == (dt.date(2024, 3, 4), MONTH, False, 1)
+    quarters = HistoryBatchTimetable("0 0 * * *", "UTC", daily_from=dt.date(2024, 3, 4), months=3)
+    assert HistoryBatchTimetable.deserialize(quarters.serialize()).months == 3
+    assert HistoryBatchTimetable.deserialize({**quarters.serialize(), "months": 5}).months == 1
     assert HistoryBatchTimetable.deserialize({**table.serialize(), "batch": "nonsense"}).batch == MONTH
     paused = HistoryBatchTimetable("0 0 * * *", "UTC", daily_from=dt.date(2024, 3, 4), paused=True)
     assert paused.next_dagrun_info(last_automated_data_interval=None,
@@ -305,3 +317,17 @@ def test_duckling_status_counts_every_day_of_a_batch():
     assert states.succeeded == march - {dt.date(2024, 3, 5)} and states.failed == {dt.date(2024, 3, 5)}
     assert states.running == {april, dt.date(2024, 4, 2), dt.date(2024, 4, 3)}
     assert states.last_success_day == MONTH_LAST
+
+
+def test_the_batch_size_setting_divides_the_year(monkeypatch):
+    from airflow_provider_duckling.common.errors import ConfigurationError
+    from airflow_provider_duckling.registry.settings import history_batch_months
+
+    monkeypatch.delenv("AIRFLOW__DUCKLING__HISTORY_BATCH_MONTHS", raising=False)
+    assert history_batch_months() == 3
+    monkeypatch.setenv("AIRFLOW__DUCKLING__HISTORY_BATCH_MONTHS", "1")
+    assert history_batch_months() == 1
+    for bad in ("5", "0", "13", "three", "-3"):
+        monkeypatch.setenv("AIRFLOW__DUCKLING__HISTORY_BATCH_MONTHS", bad)
+        with pytest.raises(ConfigurationError, match="history_batch_months"):
+            history_batch_months()

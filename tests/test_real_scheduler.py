@@ -18,6 +18,7 @@ from airflow_provider_duckling.domain.history import batch_end, catchup_runs
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.registry.catalog import write_registry
+from airflow_provider_duckling.registry.settings import history_batch_months
 from tests.conftest import SESSION_DIR
 from tests.support.airflow_stack import make_airflow_stack, new_metadata_db
 
@@ -44,8 +45,9 @@ def test_catch_up_through_a_real_scheduler(stack):
     daily_from = today - dt.timedelta(days=3)
     wanted = {f"duckling_events_backfill_team_{team}": len(days) for team in TEAMS}
     wanted |= {f"duckling_persons_backfill_team_{team}": 1 for team in (*TEAMS, HISTORY_TEAM)}  # one full export
-    wanted[f"duckling_events_backfill_team_{HISTORY_TEAM}"] = catchup_runs(history_start, today, daily_from)
-    assert wanted[f"duckling_events_backfill_team_{HISTORY_TEAM}"] <= 9  # 100 days: 4-5 months and 3 days
+    months = history_batch_months()  # 3: calendar quarters
+    wanted[f"duckling_events_backfill_team_{HISTORY_TEAM}"] = catchup_runs(history_start, today, daily_from, "month", months)
+    assert wanted[f"duckling_events_backfill_team_{HISTORY_TEAM}"] <= 6  # 100 days: 2-3 quarters and 3 days
 
     metadata_url = new_metadata_db(stack.postgres, "airflow_meta")
     airflow = make_airflow_stack(SESSION_DIR / "real-scheduler" / "home", dict(os.environ), metadata_url, {
@@ -69,8 +71,8 @@ def test_catch_up_through_a_real_scheduler(stack):
         batches = _intervals(stack, history_dag)
         assert len(batches) == wanted[history_dag] and done[history_dag] == wanted[history_dag]
         _assert_tiles(batches, history_start, today)
-        for start, end in batches:  # months (clipped) before the daily-from day, single days after it
-            assert end == batch_end(start, daily_from), (start, end)
+        for start, end in batches:  # quarters (clipped) before the daily-from day, single days after it
+            assert end == batch_end(start, daily_from, "month", months), (start, end)
         assert lake_day_counts(history, "events") == clickhouse_day_counts(ch, HISTORY_TEAM)
         assert _asset_events(stack, history_dag) == {f"{HISTORY_TEAM}_{d}": 1 for d in _days(history_start, today)}
 

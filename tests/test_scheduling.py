@@ -69,8 +69,8 @@ def test_discovery_finds_earliest_dates_and_new_ducklings_catch_up(stack):
     model = _dag_model("duckling_events_backfill_team_1")
     assert model.is_paused is False
     assert model.next_dagrun_data_interval_start == dt.datetime.combine(DAYS[0], dt.time(), tzinfo=dt.UTC)
-    assert model.next_dagrun_data_interval_end == dt.datetime.combine(batch_end(DAYS[0], daily_from), dt.time(),
-                                                                      tzinfo=dt.UTC)
+    end = batch_end(DAYS[0], daily_from, "month", settings.history_batch_months())  # the rest of its quarter
+    assert model.next_dagrun_data_interval_end == dt.datetime.combine(end, dt.time(), tzinfo=dt.UTC)
     assert bag.get_dag("duckling_events_backfill_team_77").schedule is None
     # Re-running discovery changes nothing that is known, and never asks again for known teams.
     assert bag.get_dag(DISCOVERY_DAG_ID).test().state == "success"

@@ -22,6 +22,7 @@ from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, in
 from airflow_provider_duckling.domain.history import batch_end, catchup_runs
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.registry.catalog import write_registry
+from airflow_provider_duckling.registry.settings import history_batch_months
 from airflow_provider_duckling.scheduling.dag_factory import dag_id_for
 from airflow_provider_duckling.scheduling.priority import HISTORY_WEIGHT, TOPUP_WEIGHT, run_day
 from tests.conftest import SESSION_DIR
@@ -98,7 +99,8 @@ def test_new_teams_top_up_lands_ahead_of_its_history(stack: Any) -> None:
         # 2. Catch-up of the short history (one batch of its older days, then the top-up days) skips the
         #    top-up days and goes on to today: each day is in exactly one run.
         short_start = yesterday - dt.timedelta(days=SHORT_DAYS - 1)
-        short_runs = catchup_runs(short_start, today, today - dt.timedelta(days=TOPUP_DAYS))
+        months = history_batch_months()
+        short_runs = catchup_runs(short_start, today, today - dt.timedelta(days=TOPUP_DAYS), "month", months)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             done = all(len(runs := _runs(stack, d)) == short_runs and all(r[2] == "success" for r in runs)
@@ -113,7 +115,7 @@ def test_new_teams_top_up_lands_ahead_of_its_history(stack: Any) -> None:
             intervals = [(r[4].date(), r[5].date()) for r in runs]
             assert intervals[0][0] == short_start and intervals[-1][1] == today, intervals
             assert all(a[1] == b[0] for a, b in zip(intervals, intervals[1:], strict=False)), intervals
-            assert [end for _, end in intervals] == [batch_end(start, today - dt.timedelta(days=TOPUP_DAYS))
+            assert [end for _, end in intervals] == [batch_end(start, today - dt.timedelta(days=TOPUP_DAYS), "month", months)
                                                      for start, _ in intervals], intervals
             assert intervals[-TOPUP_DAYS:] == [(d, d + dt.timedelta(days=1)) for d in sorted(recent)], intervals
             assert all(r[2] == "success" for r in runs), runs

@@ -22,7 +22,7 @@ _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _RANGE_KEY = re.compile(r"([0-9]{1,19})_([0-9]{4}-[0-9]{2}-[0-9]{2})\.\.([0-9]{4}-[0-9]{2}-[0-9]{2})", re.ASCII)
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_RANGE_DAYS = 366
-"""The most days one run moves (a batch of history is a calendar month; a typed range at most a year)."""
+"""The most days one run moves (a batch of history is a calendar quarter; a typed range at most a year)."""
 
 
 def validate_team_id(team_id: object) -> int:

@@ -52,7 +52,7 @@ class DucklingPartitionOperator(BaseOperator):
     :param day: the UTC day ``YYYY-MM-DD`` to move (templated); ignored when ``partition_key`` or
         ``full_export`` is given.
     :param last_day: move ``day`` through this day (inclusive) as one batch (templated; empty: ``day``
-        alone). The generated DAGs pass their run's data interval, a month of history or one day.
+        alone). The generated DAGs pass their run's data interval, a quarter of history or one day.
     :param partition_key: ``{team_id}_{YYYY-MM-DD}``, or a range ``{team_id}_{first}..{last}``, to move
         instead of ``day`` (templated); must belong to ``team_id``.
     :param full_export: move all of the team's rows instead of one day (persons only; templated).

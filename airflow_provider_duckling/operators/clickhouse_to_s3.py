@@ -32,7 +32,7 @@ from airflow_provider_duckling.transfer.lake import check_schema, table_columns,
 
 class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
     """
-    Export one team's data for one UTC day, or a batch of days (a month of history), or (persons) all of
+    Export one team's data for one UTC day, or a batch of days (a quarter of history), or (persons) all of
     it, from ClickHouse to Parquet in the team's duckling bucket.
 
     No row passes through the worker: ClickHouse's ``s3()`` table function writes the file. The object key

@@ -3,7 +3,7 @@
 * ``duckling_{table}_backfill_team_{team_id}`` for ``events`` and ``persons``: wait for late events →
   export → register. The schedule is a data-interval timetable
   (:class:`~airflow_provider_duckling.timetables.history.HistoryBatchTimetable`): with ``catchup=True`` from
-  the team's start date, Airflow's catch-up is the historical backfill, in batches — a calendar month of
+  the team's start date, Airflow's catch-up is the historical backfill, in batches — a calendar quarter of
   events per run, persons' whole history in one run — up to the team's daily-from day
   (:mod:`~airflow_provider_duckling.domain.history`); from there on each run is one UTC day, starts once the
   day has ended, waits ``[duckling] settle_minutes`` for late events, and tops up the day that just ended.

@@ -4,7 +4,7 @@ A team's catch-up can be years of runs; its daily top-up, and every other team's
 them. Airflow ranks queued tasks by ``priority_weight`` when slots (the export pool) are scarce, and
 computes it once, when it creates the task instance: :class:`RecentDaysFirst` gives runs of the last
 ``[duckling] topup_days`` days (and manual runs, which a person is waiting for) a high weight, and
-history a low one — including a month of events history that ends recently (its run is named by its end);
+history a low one — including a batch of events history that ends recently (its run is named by its end);
 persons history, one full export per team, ranks by its end like a top-up, as it is the team's onboarding. The strategy reaches the scheduler through the provider's plugin
 (:mod:`airflow_provider_duckling.plugins.duckling`, entry point ``airflow.plugins``), which Airflow loads in
 every component, together with the team DAGs' timetable.
