@@ -42,10 +42,19 @@ def test_generated_dags_have_the_expected_shape(backfilled):
         assert [t.task_id for t in dag.topological_sort()] == ["wait_for_late_events", "export", "register"]
         assert dag.max_active_runs == 4
         assert dag.get_task("export").retries == 3
-        # Day D's run starts only once D has ended: its data interval is [D, D+1) and it runs after D+1.
-        info = coerce_to_core_timetable(dag.timetable).next_dagrun_info(last_automated_data_interval=None, restriction=_no_restriction(dag))
+        # History moves in batches: the first run is the rest of 2024's first quarter, run once it has ended.
+        timetable = coerce_to_core_timetable(dag.timetable)
+        info = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=_no_restriction(dag))
         assert info.data_interval.start == dt.datetime(2024, 3, 8, tzinfo=dt.UTC)
-        assert info.run_after == dt.datetime(2024, 3, 9, tzinfo=dt.UTC)
+        assert info.data_interval.end == info.run_after == dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
+        # From the daily-from day on, day D's run starts only once D has ended: [D, D+1), after D+1.
+        from airflow.timetables.base import DataInterval
+
+        first_daily = dt.datetime.combine(timetable.daily_from, dt.time(), tzinfo=dt.UTC)
+        last = DataInterval(first_daily - dt.timedelta(days=3), first_daily)
+        info = timetable.next_dagrun_info(last_automated_data_interval=last, restriction=_no_restriction(dag))
+        assert info.data_interval.start == first_daily
+        assert info.data_interval.end == info.run_after == first_daily + dt.timedelta(days=1)
 
 
 def coerce_to_core_timetable(timetable):

@@ -111,10 +111,14 @@ def test_history_does_not_starve_top_ups(stack):
 
     history_dags = {dag_id_for(table, HISTORY_TEAM) for table in ("events", "persons")}
     started = [r for r in rows if r[3] is not None]
-    # Weights: the two-year catch-up is history, the other teams' day is a top-up, and so are the history
-    # team's own recent days (run ahead of its catch-up by the top-up DAG: run ids topup__…).
-    own_topups = [r for r in rows if r[0] in history_dags and r[1].startswith("topup__")]
-    assert {r[2] for r in rows if r[0] in history_dags and r not in own_topups} == {HISTORY_WEIGHT}
+    # Weights: the two-year catch-up (its batches, which end at the daily-from day, 3 days ago) is history, the
+    # other teams' day is a top-up, and so are the history team's own recent days (run ahead of its catch-up by
+    # the top-up DAG: run ids topup__…, or scheduled when catch-up got there first) and its one persons run.
+    daily_from = yesterday + dt.timedelta(days=1) - dt.timedelta(days=3)
+    batches = [r for r in rows if r[0] == dag_id_for("events", HISTORY_TEAM) and r[1].startswith("scheduled__")
+               and run_day(r[1]) <= daily_from]
+    own_topups = [r for r in rows if r[0] in history_dags and r not in batches]
+    assert batches and {r[2] for r in batches} == {HISTORY_WEIGHT}
     assert {r[2] for r in own_topups} <= {TOPUP_WEIGHT}
     assert {r[2] for r in rows if r[0] in topup_dags} == {TOPUP_WEIGHT}
     # Order: every top-up export started among the first exports, ahead of the history queued with them

@@ -61,6 +61,10 @@ def test_the_wait_follows_the_day_the_run_moves_not_when_it_was_triggered(monkey
     assert poke(run_after=_midnight(old + dt.timedelta(days=1)) + dt.timedelta(hours=3)) is True
     # What is left: the day's end plus the delay, exactly.
     assert day_closed_at(f"{TEAM}_{yesterday}", None, now) + WEEK == _midnight(today) + WEEK
+    # A range waits for its last day: an old range passes, one ending yesterday waits like yesterday.
+    assert day_closed_at(f"{TEAM}_{old - dt.timedelta(days=9)}..{old}", None, now) == _midnight(old + dt.timedelta(days=1))
+    assert poke(partition_key=f"{TEAM}_{old}..{old + dt.timedelta(days=2)}") is True
+    assert poke(partition_key=f"{TEAM}_{old}..{yesterday}") is False
     # A malformed key is the export's to refuse (with its own message); here it falls back to the interval.
     assert day_closed_at("not-a-key", _midnight(old), now) == _midnight(old)
     assert day_closed_at(f"{TEAM}_2024-02-30", None, _midnight(old) + dt.timedelta(hours=1)) == _midnight(old)

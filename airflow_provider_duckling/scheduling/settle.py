@@ -20,22 +20,23 @@ from typing import Any
 
 from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 
-_KEY = re.compile(r"[0-9]{1,19}_([0-9]{4}-[0-9]{2}-[0-9]{2})", re.ASCII)
+_KEY = re.compile(r"[0-9]{1,19}_([0-9]{4}-[0-9]{2}-[0-9]{2})(?:\.\.([0-9]{4}-[0-9]{2}-[0-9]{2}))?", re.ASCII)
 
 
 def day_closed_at(partition_key: Any, data_interval_end: dt.datetime | None, run_after: dt.datetime | None,
                   ) -> dt.datetime:
-    """When the day a run moves ended (UTC).
+    """When the (last) day a run moves ended (UTC).
 
-    :param partition_key: the rendered ``partition_key`` option; anything that is not a valid key is
-        ignored here (the export task refuses it with its own message).
+    :param partition_key: the rendered ``partition_key`` option, a day or a range of days (its last day
+        counts); anything that is not a valid key is ignored here (the export task refuses it with its own
+        message).
     :param data_interval_end: the run's data interval end, if it has one.
     :param run_after: when the run was created (used only without a key and an interval).
     """
     match = _KEY.fullmatch(partition_key) if isinstance(partition_key, str) else None
     if match:
         try:
-            day = dt.date.fromisoformat(match.group(1))
+            day = dt.date.fromisoformat(match.group(2) or match.group(1))
             return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
         except (ValueError, OverflowError):
             pass
@@ -51,8 +52,8 @@ class LateEventsSensor(TimeDeltaSensor):
     passes at once, whatever started the run.
 
     :param delta: the settle delay (templated).
-    :param partition_key: the partition the run moves, ``{team_id}_{YYYY-MM-DD}`` (templated); its day
-        decides the wait. Empty: the run's data interval, else the day before the run was created.
+    :param partition_key: the partition the run moves, ``{team_id}_{YYYY-MM-DD}`` or a range
+        ``{team_id}_{first}..{last}`` (templated); its (last) day decides the wait. Empty: the run's data interval, else the day before the run was created.
     """
 
     template_fields: Sequence[str] = (*TimeDeltaSensor.template_fields, "partition_key")
