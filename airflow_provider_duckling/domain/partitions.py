@@ -21,6 +21,7 @@ _TEAM = re.compile(r"[0-9]{1,19}", re.ASCII)
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _RANGE_KEY = re.compile(r"([0-9]{1,19})_([0-9]{4}-[0-9]{2}-[0-9]{2})\.\.([0-9]{4}-[0-9]{2}-[0-9]{2})", re.ASCII)
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_DAY_IN_KEY = re.compile(r"/year=([0-9]{4})/month=([0-9]{2})/day=([0-9]{2})/([^/]+)$", re.ASCII)
 MAX_RANGE_DAYS = 366
 """The most days one run moves (a batch of history is a calendar quarter; a typed range at most a year)."""
 
@@ -186,6 +187,18 @@ class DayRange:
 def days_scope(team_id: int, first: dt.date, last: dt.date) -> Partition | DayRange:
     """One day as a :class:`Partition` (the path and key of a daily run, unchanged), several as a :class:`DayRange`."""
     return Partition(team_id, first) if first == last else DayRange(team_id, first, last)
+
+
+def key_day(key: str) -> tuple[dt.date, str] | None:
+    """(the day, the file name) a partition's object key or URI names (``…/year=YYYY/month=MM/day=DD/name``,
+    the layout of :meth:`Partition.prefix`); None for anything else."""
+    match = _DAY_IN_KEY.search(key)
+    if not match:
+        return None
+    try:
+        return dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3))), match.group(4)
+    except ValueError:
+        return None
 
 
 def run_id_part(key: str) -> str:

@@ -97,6 +97,7 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         if self.flag("dry_run") or exported.get("dry_run"):
             self._dry_run(target, exported, cleanup)
             raise AirflowSkipException(f"dry run: nothing registered for {key} (no asset event)")
+        day_rows = self._day_rows(target, exported)  # a batch's rows per day, checked before the lake is reached
         with target.hook.attach(target.duckling, target.storage) as con:
             result = register_files(
                 con, target.table, target.scope, list(exported["files"]), int(exported["rows"]), target.storage.data_path,
@@ -104,14 +105,13 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
                 create_if_missing=self.flag("create_tables_if_missing"),
                 delete_tables=self.flag("delete_tables"),
                 commit_message=f"{table} {key} run={context['run_id']}",
-                day_rows=self._day_rows(target, exported),
+                day_rows=day_rows,
             )
         if cleanup:
             log.info("event=cleanup partition=%s table=%s deleted_rows=%d", key, table, result.deleted_rows)
         files = list(exported["files"])
         extra = asset_event_extra(result.rows, int(exported.get("bytes") or 0), len(files), result.snapshot_id)
         keys: list[str] = [key]
-        day_rows = self._day_rows(target, exported)
         if isinstance(target.scope, DayRange):
             keys = [p.key for p in target.scope.partitions]
             extra = batch_event_extra(extra, key, len(keys))

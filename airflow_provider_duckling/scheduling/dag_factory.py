@@ -289,14 +289,13 @@ def build_discovery_dag() -> DAG:
     return dag
 
 
-def failed_partitions(inputs: DagInputs | dict[int, Duckling], days: list[dt.date]) -> list[dict[str, Any]]:
+def failed_partitions(ducklings: dict[int, Duckling], days: list[dt.date]) -> list[dict[str, Any]]:
     """Scheduled runs of the last ``days`` that failed, as TriggerDagRunOperator arguments for a new run of
     the same partition (one automatic later pass per partition: its run id is fixed). A failed run dated
     at the start of a history batch is run again as that batch (a range key), so none of its days is left
     out."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-    ducklings = inputs.ducklings if isinstance(inputs, DagInputs) else inputs
     retries = []
     by_date = {dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC): day for day in days}
 
@@ -355,7 +354,7 @@ def build_retry_dag() -> DAG:
         def find() -> list[dict[str, Any]]:
             today = dt.datetime.now(dt.UTC).date()
             days = [today - dt.timedelta(days=n) for n in range(1, settings.retry_lookback_days() + 1)]
-            return failed_partitions(load_dag_inputs(), days)
+            return failed_partitions(load_dag_inputs().ducklings, days)
 
         TriggerDagRunOperator.partial(task_id="rerun", skip_when_already_exists=True).expand_kwargs(find())
     return dag
@@ -383,14 +382,14 @@ def missing_topups(inputs: DagInputs, days: list[dt.date]) -> list[dict[str, Any
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     topups = []
+    topup_days, today = settings.topup_days(), dt.datetime.now(dt.UTC).date()
     for duckling in sorted(inputs.ducklings.values(), key=lambda d: d.team_id):
         if duckling.paused:  # paused in the registry: no top-up either
             continue
         for table in TABLES:
             start = start_for(duckling, table, inputs)
             # Days before the daily-from day belong to a history batch (persons: to the full export).
-            first_daily = daily_from_for(table, inputs.first_seen.get(duckling.team_id), settings.topup_days(),
-                                         dt.datetime.now(dt.UTC).date())
+            first_daily = daily_from_for(table, inputs.first_seen.get(duckling.team_id), topup_days, today)
             wanted = [d for d in days if start is not None and d >= start and d >= first_daily]
             if not wanted:
                 continue

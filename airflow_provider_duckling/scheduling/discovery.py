@@ -7,7 +7,7 @@ Rediscovery: every ``[duckling] rediscovery_days`` a known team's events start i
 than the remembered start (a late import) moves the start earlier: the DAG file then builds the DAG from the
 new start, and, because Airflow's catch-up only ever moves forward from the last scheduled run, the days
 between the new and the old start are recorded as a back-fill range. Each discovery pass triggers runs for
-the next few of them, a calendar month of days per run as catch-up moves history (run id
+the next few of them, a calendar month of days per run (run id
 ``rediscovered__{team}_{first}_to_{last}``, conf ``partition_key`` = ``{team}_{first}..{last}``; a single day
 keeps ``rediscovered__{team}_{day}``; at most :data:`BACKFILL_QUEUE` queued per DAG so that top-ups are not
 stuck behind them) until every day has a run.
@@ -140,7 +140,7 @@ def backfill_triggers(ducklings: dict[int, Duckling], path: Path | None = None, 
     """
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-    from airflow_provider_duckling.domain.history import next_month
+    from airflow_provider_duckling.domain.history import batch_end
     from airflow_provider_duckling.domain.partitions import dag_id_for, run_id_part
 
     state = load_discovery_state(path)
@@ -170,7 +170,7 @@ def backfill_triggers(ducklings: dict[int, Duckling], path: Path | None = None, 
             day, advancing, checks = first, True, 0
             while day < stop and checks < MAX_CHECKS and (slots or advancing):
                 checks += 1
-                end = min(next_month(day), stop)  # a month of the uncovered days per run, as catch-up moves history
+                end = batch_end(day, stop)  # a calendar month of the uncovered days per run
                 last = end - dt.timedelta(days=1)
                 key = f"{team}_{day.isoformat()}" + (f"..{last.isoformat()}" if last > day else "")
                 run_id = f"rediscovered__{run_id_part(key)}"

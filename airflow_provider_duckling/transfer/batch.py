@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_duckling.access.storage import DucklingStorage
-from airflow_provider_duckling.domain.partitions import DayRange, Partition
+from airflow_provider_duckling.domain.partitions import DayRange, Partition, key_day
 from airflow_provider_duckling.domain.tables import TableSpec, export_days_select
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.transfer.export import (
@@ -44,7 +43,6 @@ log = logging.getLogger(__name__)
 
 #: The expression that names a row's day directory; ClickHouse fills it in for ``{_partition_id}``.
 DAY_DIRECTORY = "formatDateTime(timestamp, 'year=%Y/month=%m/day=%d', 'UTC')"
-_DAY_IN_PATH = re.compile(r"year=([0-9]{4})/month=([0-9]{2})/day=([0-9]{2})/([^/]+)$")
 
 
 @dataclass(frozen=True)
@@ -121,10 +119,10 @@ def _read_group(clickhouse: ClickHouseHook, storage: DucklingStorage, scope: Day
     )
     written: dict[dt.date, tuple[str, int, int]] = {}
     for path, rows, size in found:
-        match = _DAY_IN_PATH.search(str(path))
-        if not match or match.group(4) != f"{token}.parquet":
+        named = key_day("/" + str(path))
+        if named is None or named[1] != f"{token}.parquet":
             continue
-        day = dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+        day = named[0]
         written[day] = (Partition(scope.team_id, day).object_key(table.name, token), int(rows), int(size or 0))
     return written
 

@@ -22,7 +22,7 @@ from airflow_provider_duckling.access.lake_metadata import read_attached
 from airflow_provider_duckling.common.errors import RegistrationError, SchemaDriftError, TransientError
 from airflow_provider_duckling.common.quoting import duckdb_ident, duckdb_literal
 from airflow_provider_duckling.common.retry import is_conflict, retry_conflicts
-from airflow_provider_duckling.domain.partitions import DayRange, FullExport, Partition, Scope
+from airflow_provider_duckling.domain.partitions import DayRange, FullExport, Partition, Scope, key_day
 from airflow_provider_duckling.domain.persons import baseline_comment, exported_as_of
 from airflow_provider_duckling.domain.tables import LAKE_SCHEMA, PERSONS, PERSONS_CURRENT_VIEW, TableSpec
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS, OWNER_KEY
@@ -234,18 +234,10 @@ def registered_files(con: duckdb.DuckDBPyConnection, uris: list[str], data_path:
     return found
 
 
-_DAY_IN_PATH = re.compile(r"/year=([0-9]{4})/month=([0-9]{2})/day=([0-9]{2})/[^/]+$")
-
-
 def file_day(uri: str) -> dt.date | None:
     """The day a file's key names (``…/year=YYYY/month=MM/day=DD/name``), or None."""
-    match = _DAY_IN_PATH.search(uri)
-    if not match:
-        return None
-    try:
-        return dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
-    except ValueError:
-        return None
+    named = key_day(uri)
+    return named[0] if named else None
 
 
 def _day_bounds(scope: Scope, uri: str) -> tuple[dt.datetime, dt.datetime] | None:
