@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 # per process at a time; the files with slow tests start first (tests/conftest.py).
 PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile
 
-.PHONY: install os-packages demo test quick lint clean
+.PHONY: install os-packages demo test quick lint clean constraints
 
-$(STAMP): setup.cfg pyproject.toml
+# The exact set of constraints.txt (setup.cfg only declares lower bounds), with the embedded engine.
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[embedded,test]' -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,6 +42,17 @@ quick: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# After a change to setup.cfg: resolve the newest set that satisfies it in a fresh virtualenv, and pin it.
+constraints:
+	rm -rf $(VENV).constraints
+	$(PYTHON) -m venv $(VENV).constraints
+	$(VENV).constraints/bin/pip install --quiet --upgrade pip
+	$(VENV).constraints/bin/pip install --quiet '.[embedded,test,openlineage]'
+	{ sed -n '1,3p' constraints.txt; $(VENV).constraints/bin/pip freeze --exclude-editable \
+	    | grep -v '^airflow-provider-duckling'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(VENV).constraints
 
 clean:
 	rm -rf $(VENV) .duckling

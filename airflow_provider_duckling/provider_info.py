@@ -1,8 +1,12 @@
 """What Airflow's providers manager reads about this package, declared as data (no hook import needed).
 
-The connection forms are declared here (``conn-fields`` and ``ui-field-behaviour``), the way Airflow 3.2+
-wants them: the UI builds the ClickHouse and DuckLake forms from this without importing the hooks.
-Extra fields are stored in the connection's ``extra`` under their plain names.
+The DuckLake connection form is declared here (``conn-fields`` and ``ui-field-behaviour``), the way Airflow 3.2+
+wants it: the UI builds the form from this without importing the hook. Extra fields are stored in the
+connection's ``extra`` under their plain names.
+
+The ``clickhouse`` connection type is not ours: the official provider (``apache-airflow-providers-clickhousedb``)
+registers it with its form, and our export hook extends its hook. Registering it again would make Airflow
+keep one of the two forms and hooks, and warn about the other.
 """
 
 from __future__ import annotations
@@ -16,34 +20,6 @@ def _field(label: str, kind: str, description: str, default: Any = None, **schem
         spec["default"] = default
     return {"label": label, "description": description, "schema": spec}
 
-
-CLICKHOUSE_CONNECTION: dict[str, Any] = {
-    "connection-type": "clickhouse",
-    "hook-class-name": "airflow_provider_duckling.hooks.clickhouse.ClickHouseHook",
-    "hook-name": "ClickHouse",
-    "ui-field-behaviour": {
-        "hidden-fields": [],
-        "relabeling": {"host": "Host (HTTP interface)", "schema": "Database", "login": "User"},
-        "placeholders": {
-            "host": "clickhouse.internal — leave empty for the embedded engine (chdb)",
-            "port": "8123 (8443 with Secure)",
-            "schema": "posthog",
-            "login": "default",
-            "password": "ClickHouse user's password",
-        },
-    },
-    "conn-fields": {
-        "secure": _field("Secure (HTTPS)", "boolean", "Talk to ClickHouse over HTTPS.", False),
-        "chdb_path": _field(
-            "Embedded chdb data path", "string",
-            "Leave Host empty and set this to run the same SQL in-process on chdb (demos, laptops).",
-        ),
-        "connect_timeout": _field("Connect timeout (s)", "integer", "Seconds to wait for a connection.", 10, minimum=1),
-        "send_receive_timeout": _field(
-            "Query timeout (s)", "integer", "Seconds an export may run before the client gives up.", 3600, minimum=1,
-        ),
-    },
-}
 
 DUCKLAKE_CONNECTION: dict[str, Any] = {
     "connection-type": "ducklake",
@@ -96,7 +72,7 @@ def provider_info(version: str) -> dict[str, Any]:
         "name": "Duckling",
         "description": "Back-fill ClickHouse events and persons into per-customer DuckLake lakes.",
         "versions": [version],
-        "connection-types": [CLICKHOUSE_CONNECTION, DUCKLAKE_CONNECTION],
-        "hook-class-names": [CLICKHOUSE_CONNECTION["hook-class-name"], DUCKLAKE_CONNECTION["hook-class-name"]],
+        "connection-types": [DUCKLAKE_CONNECTION],
+        "hook-class-names": [DUCKLAKE_CONNECTION["hook-class-name"]],
         "extra-links": ["airflow_provider_duckling.links.exported_objects.ExportedObjectsLink"],
     }

@@ -220,8 +220,9 @@ def test_the_image_copies_only_files_the_repository_has():
     assert not _dockerignore_keeps(ignore, ".venv") and not _dockerignore_keeps(ignore, ".git")
     # setup.cfg reads the README: the build needs it.
     assert "README.md" in sources and "file: README.md" in (REPO / "setup.cfg").read_text()
-    # The base image is the Airflow release the package pins.
-    pinned = re.search(r"apache-airflow==([\d.]+)", (REPO / "setup.cfg").read_text()).group(1)
+    # The base image is the Airflow release of the pinned set the image installs (constraints.txt).
+    assert "constraints.txt" in sources
+    pinned = re.search(r"^apache-airflow==([\d.]+)$", (REPO / "constraints.txt").read_text(), re.M).group(1)
     default_base = re.search(r"ARG AIRFLOW_IMAGE=(\S+)", text).group(1)
     assert default_base.startswith(f"apache/airflow:{pinned}-")
     assert SERVICES["airflow-scheduler"]["build"]["args"]["AIRFLOW_IMAGE"] == default_base

@@ -5,7 +5,6 @@ for what it cannot describe, and runs alongside the row count."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
 import threading
@@ -14,11 +13,16 @@ import duckdb
 import pytest
 
 from airflow_provider_duckling.access.lake_metadata import duckdb_type
-from airflow_provider_duckling.common.errors import ConfigurationError, LakeUnavailableError
+from airflow_provider_duckling.common.errors import (
+    CatalogVersionError,
+    ConfigurationError,
+    LakeUnavailableError,
+)
 from airflow_provider_duckling.domain.tables import EVENTS, LAKE_SCHEMA, PERSONS, TableSpec
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS, DuckLakeHook
 from airflow_provider_duckling.registry.catalog import Duckling
 from airflow_provider_duckling.transfer.lake import ensure_table, normalize_type, table_columns
+from tests.support.embedded_lake import embedded_duckling
 
 PRIMITIVES = [
     "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -40,10 +44,7 @@ def duckdbs_own_answer(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, 
 @pytest.fixture
 def embedded(tmp_path, monkeypatch):
     """An embedded-lake connection (``ducklake_pf``) and a duckling of team 7 on it."""
-    monkeypatch.setenv("AIRFLOW_CONN_DUCKLAKE_PF", json.dumps({"conn_type": "ducklake", "extra": {"local_root": str(tmp_path)}}))
-    duckling = Duckling(7, "pf-bucket", "us-east-1", "localhost", "pf_lake", "arn:aws:iam::000000000000:role/x", "x",
-                        catalog_conn_id="ducklake_pf")
-    return DuckLakeHook("ducklake_pf"), duckling, tmp_path / "pf_lake.ducklake"
+    return embedded_duckling(tmp_path, monkeypatch, "pf")
 
 
 def _read(hook: DuckLakeHook, duckling: Duckling, table: str):
@@ -93,14 +94,17 @@ def test_a_new_lake_reads_as_not_initialised_and_nothing_is_created(embedded):
     assert not catalog.exists()
 
 
-def test_an_unknown_catalog_format_is_left_to_duckdb(embedded):
+def test_another_catalog_format_is_refused_not_left_to_duckdb(embedded):
+    """DuckDB 1.5.5 attaches only its own DuckLake format: the read refuses any other at once
+    (tests/test_catalog_version.py has the rest)."""
     hook, duckling, catalog = embedded
     with hook.attach(duckling) as con:
         ensure_table(con, EVENTS)
     raw = duckdb.connect(str(catalog))
     raw.execute("UPDATE ducklake_metadata SET value = '9.9' WHERE key = 'version' AND scope IS NULL")
     raw.close()
-    assert _read(hook, duckling, "events") is None
+    with pytest.raises(CatalogVersionError, match="is DuckLake 9.9 "):
+        _read(hook, duckling, "events")
 
 
 def test_another_teams_catalog_is_refused_and_not_claimed(embedded):

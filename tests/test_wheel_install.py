@@ -16,8 +16,6 @@ import configparser
 import json
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -27,11 +25,10 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_duckling.scheduling.dag_files import DAG_FILES
+from tests.support.wheel import DOCKERFILE, IMAGE_SRC, PACKAGE, REPO, build_wheel
+from tests.support.wheel import clean_env as _clean_env
+from tests.support.wheel import image_copies as _image_copies
 
-REPO = Path(__file__).resolve().parents[1]
-DOCKERFILE = REPO / "docker" / "airflow.Dockerfile"
-IMAGE_SRC = "/opt/duckling/src"  # where the Dockerfile copies the sources it builds the package from
-PACKAGE = "airflow_provider_duckling"
 ENTRY_POINTS = {
     "apache_airflow_provider": {"provider_info": "airflow_provider_duckling:get_provider_info"},
     "airflow.plugins": {"duckling": "airflow_provider_duckling.plugins.duckling:DucklingPlugin"},
@@ -39,56 +36,11 @@ ENTRY_POINTS = {
 }
 
 
-def _image_copies() -> list[str]:
-    """The repository paths the Dockerfile copies into :data:`IMAGE_SRC` (its pip builds the package there)."""
-    sources = []
-    for line in DOCKERFILE.read_text().splitlines():
-        if line.startswith("COPY "):
-            args = [a for a in shlex.split(line)[1:] if not a.startswith("--")]
-            if args[-1].startswith(IMAGE_SRC):
-                sources += args[:-1]
-    return sources
-
-
-def _clean_env() -> dict[str, str]:
-    """The caller's environment without this test session's Airflow settings or import paths."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-
-
-def _package_files(root: Path) -> set[str]:
-    """Every file of the package under ``root``, as wheel paths (no byte-code caches)."""
-    return {p.relative_to(root).as_posix() for p in (root / PACKAGE).rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
-
-
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, set[str]]:
-    """Build the wheel from a copy of the image's build context, as the image's ``pip install`` does (PEP 517,
-    isolated build environment with pyproject.toml's pinned setuptools). Returns the wheel, the build's output
-    and the package files that went in.
-
-    PYTHONDONTWRITEBYTECODE is left out of the build's environment: under it setuptools prints "byte-compiling
-    is disabled", a note about the caller's environment (the wheel holds no byte-code either way).
-    """
-    tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "src"
-    src.mkdir()
-    for source in _image_copies():
-        path = REPO / source
-        if path.is_dir():
-            shutil.copytree(path, src / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(path, src / source)
-    result = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp / "dist"), str(src)],
-        env={k: v for k, v in _clean_env().items() if k != "PYTHONDONTWRITEBYTECODE"},
-        capture_output=True, text=True, timeout=600,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
-    wheels = list((tmp / "dist").glob("*.whl"))
-    assert len(wheels) == 1, wheels
-    return wheels[0], output, _package_files(src)
+    """The wheel, built as the image's ``pip install`` builds it (:func:`tests.support.wheel.build_wheel`):
+    the wheel, the build's output and the package files that went in."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_the_repositorys_dag_files_are_the_ones_the_package_writes():
@@ -150,8 +102,46 @@ def test_the_wheel_holds_the_runtime_files_and_entry_points(build):
     assert required and set(required) <= set(declared), set(required) - set(declared)
 
 
+#: Run by the fresh virtualenv's interpreter, in the test session's Airflow environment: parse the DAG files
+#: and move one team-day through the session's ClickHouse server, moto S3 and PostgreSQL catalog.
+EXPORT_THROUGH_A_SERVER = """
+import datetime as dt, importlib.util, json, sys
+import airflow_provider_duckling as p
+from airflow_provider_duckling.domain.partitions import dag_id_for
+from airflow_provider_duckling.scheduling.airflow_env import load_dags, run_day
+team, day = int(sys.argv[1]), dt.date.fromisoformat(sys.argv[2])
+bag = load_dags()
+run = run_day(bag.get_dag(dag_id_for("events", team)), day)
+print(json.dumps({"file": p.__file__, "chdb": importlib.util.find_spec("chdb") is not None,
+                  "errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": len(bag.dag_ids),
+                  "state": str(run.state)}))
+"""
+
+
+def _pip_install(python: Path, *args: str, cwd: Path) -> float:
+    """``pip install`` into the venv of ``python`` at the versions of constraints.txt; returns seconds taken."""
+    started = time.monotonic()
+    # --no-compile: byte-code is a cache Python writes on first import; compiling ~9,000 files up front only
+    # costs CPU here.
+    install = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-compile",
+                              "-c", str(REPO / "constraints.txt"), *args],
+                             env=_clean_env(), cwd=cwd, capture_output=True, text=True, timeout=1200)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    check = subprocess.run([str(python), "-m", "pip", "check"], env=_clean_env(), cwd=cwd, capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    return time.monotonic() - started
+
+
 @pytest.mark.slow
-def test_the_demo_runs_from_the_wheel_in_a_fresh_virtualenv(build, tmp_path):
+def test_a_production_install_exports_through_a_server_and_the_embedded_extra_runs_the_demo(build, tmp_path, stack):
+    """The wheel alone (what a production image installs): no chdb, yet it imports, Airflow finds the provider
+    and plugin, the DAG files parse and a day moves through a ClickHouse server. Then ``[embedded]`` is added to
+    the same virtualenv and the demo runs end to end on embedded engines."""
+    from airflow_provider_duckling.demo.report import lake_day_counts
+    from tests.support.stack import DAYS
+    from tests.support.wheel import site_packages, tree_megabytes
+
     wheel, _, _ = build
     venv = tmp_path / "venv"
     work = tmp_path / "cwd"  # nothing of the checkout here: imports come from the venv only
@@ -159,25 +149,21 @@ def test_the_demo_runs_from_the_wheel_in_a_fresh_virtualenv(build, tmp_path):
     env = _clean_env()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, cwd=work, timeout=300)
     python = venv / "bin" / "python"
+    installed = site_packages(venv)
 
-    started = time.monotonic()
-    # --no-compile: byte-code is a cache Python writes on first import; compiling ~9,000 files up front only
-    # costs CPU here.
-    install = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-compile",
-                              str(wheel)],
-                             env=env, cwd=work, capture_output=True, text=True, timeout=1200)
-    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
-    print(f"\nfresh install of the wheel and its dependencies: {time.monotonic() - started:.0f} s")
-    check = subprocess.run([str(python), "-m", "pip", "check"], env=env, cwd=work, capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    seconds = _pip_install(python, str(wheel), cwd=work)
+    production_mb = tree_megabytes(installed)
+    print(f"\nproduction install (the wheel, no extra): {seconds:.0f} s, {production_mb:.0f} MB of site-packages")
 
     # The installed copy is the one imported; Airflow finds the provider and the plugin; the command runs.
     probe = subprocess.run([str(python), "-c", (
         "import json, importlib.metadata as md, airflow_provider_duckling as p\n"
         "from airflow.providers_manager import ProvidersManager\n"
         "plugin = next(e for e in md.entry_points(group='airflow.plugins') if e.name == 'duckling').load()\n"
-        "info = ProvidersManager().providers['airflow-provider-duckling']\n"
+        "manager = ProvidersManager()\n"
+        "info = manager.providers['airflow-provider-duckling']\n"
         "hooks = {c['connection-type']: c['hook-class-name'] for c in info.data['connection-types']}\n"
+        "hooks['clickhouse'] = manager.hooks['clickhouse'].hook_class_name\n"
         "for path in hooks.values():\n"
         "    module, _, name = path.rpartition('.')\n"
         "    getattr(__import__(module, fromlist=[name]), name)\n"
@@ -185,13 +171,32 @@ def test_the_demo_runs_from_the_wheel_in_a_fresh_virtualenv(build, tmp_path):
     )], env=env, cwd=work, capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0, probe.stderr[-3000:]
     found = json.loads(probe.stdout.strip().splitlines()[-1])
-    site_packages = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    assert Path(found["file"]).resolve().is_relative_to(site_packages.resolve()), found["file"]
+    assert Path(found["file"]).resolve().is_relative_to(installed.resolve()), found["file"]
     assert found["version"] == "0.1.0" and found["plugin"] == "duckling"
-    assert {"clickhouse", "ducklake"} <= set(found["hooks"]), found["hooks"]  # each hook class imported
+    assert found["hooks"] == {"ducklake": "airflow_provider_duckling.hooks.ducklake.DuckLakeHook",
+                              "clickhouse": "airflow.providers.clickhousedb.hooks.clickhouse.ClickHouseHook"}
     cli = subprocess.run([str(venv / "bin" / "duckling"), "--help"], env=env, cwd=work, capture_output=True,
                          text=True, timeout=300)
     assert cli.returncode == 0 and "usage: duckling" in cli.stdout, cli.stdout + cli.stderr
+
+    # This session's Airflow, registry and connections (ClickHouse server, moto, PostgreSQL), the venv's package.
+    team, day = 1, DAYS[0]
+    duckling = stack.new_duckling(team, "prodinstall")
+    session_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    moved = subprocess.run([str(python), "-c", EXPORT_THROUGH_A_SERVER, str(team), day.isoformat()],
+                           env=session_env, cwd=work, capture_output=True, text=True, timeout=600)
+    assert moved.returncode == 0, moved.stdout[-3000:] + moved.stderr[-3000:]
+    result = json.loads(moved.stdout.strip().splitlines()[-1])
+    assert Path(result["file"]).resolve().is_relative_to(installed.resolve()), result["file"]
+    assert result["chdb"] is False and result["errors"] == {} and result["dags"] > 0
+    assert result["state"] == "success", moved.stdout[-3000:]
+    assert lake_day_counts(duckling, "events") == {day: stack.counts[(team, day)]}
+
+    seconds = _pip_install(python, f"{wheel}[embedded]", cwd=work)
+    embedded_mb = tree_megabytes(installed)
+    print(f"adding [embedded]: {seconds:.0f} s, {embedded_mb:.0f} MB of site-packages "
+          f"(+{embedded_mb - production_mb:.0f} MB)")
+    assert embedded_mb - production_mb > 300  # chdb and its engine: about 550 MB
 
     home = tmp_path / "home"
     demo = subprocess.run([str(python), "-m", "airflow_provider_duckling.demo", "--home", str(home)],

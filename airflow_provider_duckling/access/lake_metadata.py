@@ -7,9 +7,11 @@ its metadata tables answer the same, with psycopg2 for a PostgreSQL catalog and 
 extension) for an embedded one. Neither query binds a parameter: binding a Python value in DuckDB's client
 imports pandas, which costs a task process more than the whole read.
 
-Only what can be answered exactly is answered: a catalog of a DuckLake format this module does not know,
-or a lake column of a type it does not map (nested types), gives ``None``, and the caller attaches the lake
-and asks DuckDB instead.
+Only what can be answered exactly is answered: a lake column of a type this module does not map (nested
+types) gives ``None``, and the caller attaches the lake and asks DuckDB instead. A catalog of another DuckLake
+format than the one our DuckDB writes is refused (:class:`CatalogVersionRefused`): DuckDB 1.5.5 attaches only
+its own format, so a catalog a newer DuckDB upgraded (or an older one made) could only fail later, after the
+export had written its files.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from typing import Any
 
 from airflow_provider_duckling.common.redaction import scrubbed_message
 
+#: The DuckLake catalog format DuckDB 1.5.5's ducklake extension writes into a new catalog (its
+#: ``ducklake_metadata`` key ``version``; measured for PostgreSQL and DuckDB-file catalogs) and the only one it
+#: attaches: an older one needs ``AUTOMATIC_MIGRATION``, a newer one is refused (docs/compatibility.md).
+WRITTEN_VERSION = "1.0"
 #: DuckLake catalog format versions whose metadata tables this module reads.
-KNOWN_VERSIONS = frozenset({"1.0"})
+KNOWN_VERSIONS = frozenset({WRITTEN_VERSION})
+# "1.0", "1.1", "0.10", "0.4-dev1" (a pre-release sorts before its release).
+_VERSION = re.compile(r"(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?(?:-dev(\d{1,9}))?")
 
 # DuckLake's type names → DuckDB's (as ``lake.normalize_type`` spells them). Nested types are not here.
 _TYPES = {
@@ -73,6 +81,58 @@ WHERE g.key = 'comment' AND g.end_snapshot IS NULL
 COMMENTED_TABLES = frozenset({"persons"})
 
 
+def version_key(version: str) -> tuple[int, int, int, int, int] | None:
+    """A DuckLake format version as numbers that sort as versions do ('0.10' after '0.9', '0.4-dev1' before
+    '0.4'); ``None`` for text that is not a version."""
+    match = _VERSION.fullmatch(version.strip())
+    if match is None:
+        return None
+    major, minor, patch, dev = match.groups()
+    return int(major), int(minor), int(patch or 0), 0 if dev else 1, int(dev or 0)
+
+
+class CatalogVersionRefused(Exception):
+    """The catalog is of a DuckLake format other than :data:`WRITTEN_VERSION` (newer, older, or not a version)."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(version)
+        self.version = version
+
+
+def check_version(version: str | None) -> None:
+    """Accept our own format, and a catalog that records none (DuckDB then decides, as before).
+
+    :raises CatalogVersionRefused: any other recorded version.
+    """
+    if version is None or version_key(version) == version_key(WRITTEN_VERSION):
+        return
+    raise CatalogVersionRefused(version)
+
+
+def version_refusal(whose: str, version: str) -> str:
+    """The one line that refuses ``whose`` catalog at ``version``: both versions, what to do, nothing written.
+
+    :param whose: e.g. ``duckling 7's catalog (lake_7 on db.internal)``.
+    :param version: the catalog's ``ducklake_metadata`` version, as recorded.
+    """
+    import duckdb
+
+    from airflow_provider_duckling.common.errors import quoted
+
+    ours, engine = WRITTEN_VERSION, f"DuckDB {duckdb.__version__}"
+    key, own = version_key(version), version_key(WRITTEN_VERSION)
+    if key is None:
+        return (f"{whose} records DuckLake version {quoted(version)}, which is not a DuckLake version; this provider's "
+                f"{engine} writes DuckLake {ours}: check the catalog's ducklake_metadata table; nothing was written")
+    if own is not None and key > own:
+        return (f"{whose} is DuckLake {version} (written by a newer DuckDB); this provider's {engine} understands "
+                f"DuckLake {ours} at most: upgrade airflow-provider-duckling to a release whose DuckDB reads DuckLake "
+                f"{version} (see docs/compatibility.md); nothing was written")
+    return (f"{whose} is DuckLake {version} (written by an older DuckDB); this provider's {engine} writes DuckLake "
+            f"{ours} and migrates a catalog only when asked: migrate it once with ATTACH … (AUTOMATIC_MIGRATION TRUE) "
+            f"after checking the customer's readers (see docs/compatibility.md); nothing was written")
+
+
 class CatalogUnreadable(Exception):
     """The catalog could not be reached or read (the database driver's first line of the reason, scrubbed)."""
 
@@ -109,8 +169,12 @@ def catalog_facts(
     owner_key: str, comment: Iterable[tuple[Any]] = (),
 ) -> CatalogFacts | None:
     """The facts about ``schema.table`` from the rows of :func:`metadata_sql` and :func:`columns_sql`;
-    ``None`` when they cannot be stated exactly (an unknown format version, an unmapped column type)."""
+    ``None`` when they cannot be stated exactly (an unmapped column type, or no version recorded).
+
+    :raises CatalogVersionRefused: the catalog is of another DuckLake format (see :func:`check_version`).
+    """
     values = {str(key): (None if value is None else str(value)) for key, value in metadata}
+    check_version(values.get("version"))
     if values.get("version") not in KNOWN_VERSIONS:
         return None
     found: dict[str, str] = {}

@@ -33,6 +33,11 @@ class ConfigurationError(DucklingError):
     """A connection, option or ClickHouse setting is missing or invalid."""
 
 
+class CatalogVersionError(ConfigurationError):
+    """The duckling's catalog is of another DuckLake format than this provider's DuckDB writes (a customer's
+    newer DuckDB upgraded it, or an older one made it). Not retried: it stays so until someone acts."""
+
+
 class SchemaDriftError(DucklingError):
     """The lake table's schema cannot accept what the export writes."""
 

@@ -1,9 +1,13 @@
-"""ClickHouseHook: one way to send SQL to ClickHouse, whether it is a server or the embedded engine.
+"""ClickHouseHook: the export's way to send SQL to ClickHouse, whether it is a server or the embedded engine.
 
-A ``clickhouse`` connection with a host talks to a ClickHouse server over its HTTP interface with
-clickhouse-connect. A connection without a host and with ``{"chdb_path": "<dir>"}`` in its extra runs the
-same SQL in-process on chdb (the ClickHouse engine as a library): the local default for demos and tests.
-Values are always bound as server-side query parameters (``{name:Type}`` placeholders).
+It extends the official provider's hook (``apache-airflow-providers-clickhousedb``), which owns the
+``clickhouse`` connection type and its form: the same connection serves the user's own ClickHouse tasks and
+our exports, and the client is built from it by the official hook's rules (host, port, login, password,
+database, ``secure``, ``verify``, timeouts, ``compress``, ``client_name``, ``session_settings``,
+``client_kwargs``). On top, the export needs parameters in the request body, query ids and ``KILL QUERY`` on
+kill, error classes a retry policy can read, and the embedded engine: a connection without a host and with
+``{"chdb_path": "<dir>"}`` in its extra runs the same SQL in-process on chdb (``[embedded]`` extra), the local
+default for demos and tests. Values are always bound as server-side query parameters (``{name:Type}``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from airflow.sdk import BaseHook
+from airflow.providers.clickhousedb.hooks.clickhouse import ClickHouseHook as OfficialClickHouseHook
 
 from airflow_provider_duckling.access.connection_extras import connection_extras, require_type
 from airflow_provider_duckling.access.workload import Attempt, timeout_advice
@@ -35,9 +39,26 @@ _chdb_lock = threading.Lock()
 _chdb_sessions: dict[str, Any] = {}
 
 
+#: What to do when a connection asks for the embedded engine in an install without it.
+EMBEDDED_INSTALL_HINT = "pip install 'airflow-provider-duckling[embedded]'"
+#: Client options the export decides whatever the connection says: bound parameters travel in the POST body
+#: (the export's S3 session credentials among them), never in the URL that proxies and access logs record;
+#: each statement is its own session (query ids, not session ids, identify the export's statements).
+EXPORT_CLIENT_OPTIONS = {"form_encode_query_params": True, "autogenerate_session_id": False}
+#: Defaults where the connection sets nothing: an export may run for an hour, and LZ4 costs CPU on both ends for
+#: statements whose answers are a few rows.
+EXPORT_CLIENT_DEFAULTS = {"connect_timeout": 10.0, "send_receive_timeout": 3600.0, "compress": False}
+
+
 def _chdb_session(path: str) -> Any:
     """The process's chdb session: chdb allows one data path per process, so it is shared."""
-    from chdb import session as chdb_session
+    try:
+        from chdb import session as chdb_session
+    except ImportError:
+        raise ConfigurationError(
+            f"the ClickHouse connection asks for the embedded engine (extra chdb_path {path!r}, no host) but chdb is "
+            f"not installed: {EMBEDDED_INSTALL_HINT}, or give the connection a Host"
+        ) from None
 
     with _chdb_lock:
         if path not in _chdb_sessions:
@@ -125,27 +146,26 @@ def _is_read_timeout(exc: BaseException) -> bool:
     return "read timed out" in str(exc).lower()
 
 
-class ClickHouseHook(BaseHook):
+class ClickHouseHook(OfficialClickHouseHook):
     """
-    Run SQL on ClickHouse over HTTP (clickhouse-connect) or in-process (chdb).
+    Run the export's SQL on ClickHouse over HTTP (clickhouse-connect) or in-process (chdb).
 
-    :param clickhouse_conn_id: Airflow connection of type ``clickhouse``. Host/port/login/password/schema
-        address a server; extra ``chdb_path`` (with no host) selects the embedded engine; extra
-        ``secure`` switches to HTTPS; extra ``connect_timeout`` / ``send_receive_timeout`` in seconds.
+    :param clickhouse_conn_id: Airflow connection of type ``clickhouse`` (the official provider's). The
+        client is the official hook's (:meth:`_get_client_kwargs`), with parameters sent in the request body,
+        no session id, and defaults of 10 s to connect, 3600 s per statement and no compression where the
+        connection sets none. Extra ``chdb_path`` (with no host) selects the embedded engine instead.
     :param attempt: the export attempt the statements belong to: each then carries a ``query_id`` unique to
         the attempt and statement and a ``log_comment`` naming team, table, day and run
         (:mod:`~airflow_provider_duckling.access.workload`), and :meth:`cancel` can kill the running one. Over
         HTTP only: the embedded engine has no query ids to set.
     """
 
-    conn_name_attr = "clickhouse_conn_id"
-    default_conn_name = "clickhouse_default"
-    conn_type = "clickhouse"
-    hook_name = "ClickHouse"
+    hook_name = "ClickHouse (duckling export)"
 
-    def __init__(self, clickhouse_conn_id: str = default_conn_name, attempt: Attempt | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.clickhouse_conn_id = clickhouse_conn_id
+    def __init__(self, clickhouse_conn_id: str = OfficialClickHouseHook.default_conn_name,
+                 attempt: Attempt | None = None, **kwargs: Any) -> None:
+        self._database: str | None = None  # before the base class sets ``database`` (None: the connection's)
+        super().__init__(clickhouse_conn_id=clickhouse_conn_id, **kwargs)
         self.attempt = attempt
         self._client: Any = None
         self._client_options: dict[str, Any] = {}
@@ -155,7 +175,6 @@ class ClickHouseHook(BaseHook):
         self._cancelled = False
         self._step = threading.local()  # the step each thread's statements belong to (see step())
         self._chdb_path: str | None = None
-        self._database = "default"
         self._address: tuple[str | None, int | None] = (None, None)
         self._configured = False
 
@@ -175,45 +194,52 @@ class ClickHouseHook(BaseHook):
             ) from None
         require_type(conn, self.clickhouse_conn_id, self.conn_type, "clickhouse_conn_id")
         extra = connection_extras(conn, self.conn_type)
-        self._database = conn.schema or extra.get("database") or "default"
+        self._database = self._database or conn.schema or extra.get("database") or "default"
         if conn.password:
             register_secret(conn.password)
-        if not conn.host:
-            if not extra.get("chdb_path"):
-                raise ConfigurationError(
-                    f"ClickHouse connection {self.clickhouse_conn_id!r} has neither a host nor extra.chdb_path"
-                )
+        if not conn.host and extra.get("chdb_path"):
             self._chdb_path = str(extra["chdb_path"])
+            _chdb_session(self._chdb_path)  # an install without chdb fails here, in one line
         else:
             import clickhouse_connect
 
-            secure = str(extra.get("secure", "false")).lower() in ("1", "true", "yes")
-            self._address = (conn.host, conn.port or (8443 if secure else 8123))
-            self._client_options = dict(
-                host=conn.host,
-                port=conn.port or (8443 if secure else 8123),
-                username=conn.login or "default",
-                password=conn.password or "",
-                secure=secure,
-                compress=False,
-                connect_timeout=float(extra.get("connect_timeout", 10)),
-                send_receive_timeout=float(extra.get("send_receive_timeout", 3600)),
-                autogenerate_session_id=False,
-                # Bound parameters (the export's S3 session credentials among them) travel in the POST body,
-                # never in the request URL that proxies, load balancers and access logs record.
-                form_encode_query_params=True,
-            )
+            self._client_options = self._export_client_options(conn, extra)
+            self._address = (self._client_options["host"], self._client_options["port"])
             try:
                 self._client = clickhouse_connect.get_client(**self._client_options)
             except Exception as exc:
                 raise ClickHouseError(scrub(f"cannot connect to ClickHouse ({self.clickhouse_conn_id}): {exc}")) from None
         self._configured = True
 
+    def _export_client_options(self, conn: Any, extra: dict[str, Any]) -> dict[str, Any]:
+        """The official hook's client options for this connection, with the export's own on top."""
+        options = {**EXPORT_CLIENT_DEFAULTS, **self._get_client_kwargs(), **EXPORT_CLIENT_OPTIONS}
+        # ``extra`` also holds the fields older forms stored as ``extra__clickhouse__<name>``, which the official
+        # hook does not read; and a URI or an environment variable gives text, where "false" must be false.
+        options.update({name: extra[name] for name in ("connect_timeout", "send_receive_timeout") if name in extra})
+        options["compress"] = _flag(extra.get("compress"), bool(EXPORT_CLIENT_DEFAULTS["compress"]))
+        options["secure"] = _flag(extra.get("secure"), False)
+        options["verify"] = _flag(extra.get("verify"), True)
+        options["port"] = int(conn.port) if conn.port else (8443 if options["secure"] else 8123)
+        # Our statements name their database; the client keeps the user's default one, so that a database that
+        # does not exist yet (the demo creates it) or one the user may only read still lets the client connect.
+        options.pop("database", None)
+        for name in ("connect_timeout", "send_receive_timeout"):
+            options[name] = float(options[name])
+        return options
+
     @property
     def database(self) -> str:
-        """The database holding the source tables (the connection's schema)."""
-        self._configure()
-        return self._database
+        """The database holding the source tables: the hook's ``database`` argument, else the connection's
+        schema."""
+        if self._database is None:
+            self._configure()
+        return str(self._database)
+
+    @database.setter
+    def database(self, value: str | None) -> None:
+        """The official hook's ``database`` argument: overrides the connection's schema."""
+        self._database = value
 
     @property
     def address(self) -> tuple[str | None, int | None]:
@@ -341,7 +367,7 @@ class ClickHouseHook(BaseHook):
         options = dict(self._client_options)
         options["connect_timeout"] = min(float(options["connect_timeout"]), CONTROL_TIMEOUT_SECONDS)
         options["send_receive_timeout"] = CONTROL_TIMEOUT_SECONDS
-        return clickhouse_connect.get_client(**options, query_retries=0)
+        return clickhouse_connect.get_client(**{**options, "query_retries": 0})
 
     def _after_read_timeout(self, query_id: str, what: str) -> DucklingError:
         """The HTTP client stopped waiting for ``query_id``. A statement that was still running for most of
@@ -383,6 +409,13 @@ class ClickHouseHook(BaseHook):
         except Exception as exc:
             return False, scrub(str(exc))
         return True, f"Connected to ClickHouse {version}"
+
+
+def _flag(value: Any, default: bool) -> bool:
+    """A boolean extra, whether the form stored a JSON boolean or a URI gave text."""
+    if value is None:
+        return default
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _as_strings(parameters: dict[str, Any] | None) -> dict[str, str] | None:

@@ -25,6 +25,7 @@ its own catalog host and database in the registry).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,17 @@ from airflow_provider_duckling.access.extensions import ALL, LOCAL, connect_duck
 from airflow_provider_duckling.access.lake_metadata import (
     CatalogFacts,
     CatalogUnreadable,
+    CatalogVersionRefused,
     read_embedded,
     read_postgres,
+    version_refusal,
 )
 from airflow_provider_duckling.access.storage import DucklingStorage
-from airflow_provider_duckling.common.errors import ConfigurationError, LakeUnavailableError
+from airflow_provider_duckling.common.errors import (
+    CatalogVersionError,
+    ConfigurationError,
+    LakeUnavailableError,
+)
 from airflow_provider_duckling.common.quoting import duckdb_literal, duckdb_str
 from airflow_provider_duckling.common.redaction import register_secret, scrub, scrubbed_message
 from airflow_provider_duckling.common.retry import retry_conflicts
@@ -55,6 +62,8 @@ LAKE_ALIAS = "lake"
 #: Key of the owner mark a duckling's catalog gets on first use (in DuckLake's own metadata table).
 OWNER_KEY = "airflow_provider_duckling.team_id"
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# How DuckDB 1.5.5's ducklake extension refuses a catalog of another format on ATTACH (nothing is written).
+_VERSION_MISMATCH = re.compile(r"DuckLake catalog version mismatch: catalog version is (\S{1,64}), but")
 
 
 def create_secret(con: duckdb.DuckDBPyConnection, name: str, kind: str, options: dict[str, Any]) -> None:
@@ -179,6 +188,7 @@ class DuckLakeHook(BaseHook):
         :param duckling: the registry entry to attach.
         :param storage: its storage, if already resolved (else the role is assumed now).
         :param read_only: attach read-only (dry runs): nothing is written, not even a new catalog's tables.
+        :raises CatalogVersionError: DuckDB refused the catalog's DuckLake format (nothing was written).
         """
         settings = self.settings(duckling)
         storage = storage or self.storage(duckling, settings)
@@ -195,6 +205,9 @@ class DuckLakeHook(BaseHook):
                 )
                 self._verify_ownership(con, duckling, storage, claim=not read_only)
             except duckdb.Error as exc:
+                mismatch = _VERSION_MISMATCH.search(str(exc))
+                if mismatch:
+                    raise CatalogVersionError(version_refusal(_whose(duckling), mismatch.group(1))) from None
                 if "does not match existing data path" in str(exc):
                     raise ConfigurationError(
                         f"catalog {duckling.db_name} on {duckling.db_host} keeps its data elsewhere, not in team "
@@ -230,8 +243,9 @@ class DuckLakeHook(BaseHook):
         :param storage: its storage (the data path the catalog must keep).
         :param schema: the lake schema.
         :param table: the lake table.
-        :return: ``None`` when the metadata cannot answer exactly (another DuckLake format, a nested
-            column type): then attach and ask DuckDB.
+        :return: ``None`` when the metadata cannot answer exactly (a nested column type, no version
+            recorded): then attach and ask DuckDB.
+        :raises CatalogVersionError: the catalog is of another DuckLake format than our DuckDB writes.
         :raises ConfigurationError: the catalog belongs to another duckling or team.
         :raises LakeUnavailableError: the catalog cannot be reached or read.
         """
@@ -247,6 +261,8 @@ class DuckLakeHook(BaseHook):
                 }, schema, table, OWNER_KEY)
         except CatalogUnreadable as exc:  # its message is already one scrubbed line
             raise LakeUnavailableError(f"cannot reach the duckling catalog of team {duckling.team_id}: {exc}") from None
+        except CatalogVersionRefused as exc:
+            raise CatalogVersionError(version_refusal(_whose(duckling), exc.version)) from None
         if facts is not None and facts.initialised:
             check_ownership(facts.data_path, facts.owner, duckling, storage)
         return facts
@@ -309,6 +325,11 @@ class DuckLakeHook(BaseHook):
         except Exception as exc:
             return False, scrub(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
         return True, "; ".join(checks)
+
+
+def _whose(duckling: Duckling) -> str:
+    """How a message names the duckling's catalog."""
+    return f"duckling {duckling.team_id}'s catalog ({duckling.db_name} on {duckling.db_host})"
 
 
 def _embedded_catalog(local_root: Path, duckling: Duckling) -> Path:

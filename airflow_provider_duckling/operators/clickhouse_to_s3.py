@@ -193,6 +193,18 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         """The lake table's columns (empty: no such table)."""
         return cls._lake_facts(target, dry_run)[0]
 
+    def _check_catalog(self, target: Target, dry_run: bool) -> None:
+        """Without the schema check, the catalog is still read before anything is written: one of another
+        DuckLake format (a customer's newer DuckDB upgraded it) or of another team is refused here, not after
+        the export wrote its files."""
+        try:
+            target.hook.read_catalog(target.duckling, target.storage, LAKE_SCHEMA, target.table.name)
+        except Exception as exc:
+            if dry_run and not isinstance(exc, ConfigurationError):
+                self.log.info("event=dry_run_preflight lake not readable yet (%s)", type(exc).__name__)
+                return
+            raise
+
     def _preflight(self, target: Target, skip_validation: bool, dry_run: bool, known: dict[str, str] | None = None) -> None:
         """Check the lake before writing: a missing table with creation off, or a type it cannot accept.
 
@@ -202,9 +214,11 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         if self.flag("delete_tables"):
             self.log.warning("event=schema_check_skipped reason=delete_tables: %s.%s will be dropped and recreated",
                              LAKE_SCHEMA, target.table.name)
+            self._check_catalog(target, dry_run)
             return
         if skip_validation and create:
             self.log.info("event=schema_check_skipped reason=skip_schema_validation")
+            self._check_catalog(target, dry_run)
             return
         try:
             lake = known if known is not None else self._lake_columns(target, dry_run)  # empty: no such table
