@@ -256,16 +256,20 @@ def test_openlineage_facets_trace_clickhouse_to_s3_to_ducklake(stack, duckling):
 
 
 class _TI:
-    """The two TaskInstance calls the operators make, for running them outside a DAG run (the only
+    """The TaskInstance calls the operators make, for running them outside a DAG run (the only
     stand-in in this file: the engines, the lake and the files are real)."""
 
     try_number = 1
 
     def __init__(self) -> None:
         self.xcoms: dict[str, object] = {}
+        self.pushed: dict[str, object] = {}
 
     def xcom_pull(self, task_ids: str):
         return self.xcoms.get(task_ids)
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
 
 
 class _Context(dict):

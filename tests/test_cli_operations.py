@@ -212,9 +212,10 @@ def test_a_dry_run_reports_the_rows_it_would_write(registry, capsys):
     code, out, err = cli(capsys, "run", f"204_{DAYS[1]}", "--local", "--dry-run")
     assert code == 0, out + err
     cells = row(out, f"204_{DAYS[1]}")
-    assert cells[:4] == [f"204_{DAYS[1]}", "success", "dry", "run:"] and "321" in cells
+    assert cells[:4] == [f"204_{DAYS[1]}", "skipped", "dry", "run:"] and "321" in cells  # nothing moved
     code, report = as_json(capsys, "run", f"204_{DAYS[1]}", "--local", "--dry-run")
-    assert code == 0 and (report["dry_run"], report["rows"], report["state"]) == (True, 321, "success")
+    assert code == 0 and (report["dry_run"], report["rows"], report["state"]) == (True, 321, "skipped")
+    assert (report["airflow_state"], report["outcome"], report["moved"]) == ("success", "dry_run", False)
     assert report["partition"] == f"204_{DAYS[1]}" and report["replaced_rows"] is None and report["bytes"] is None
     assert registry.keys(duckling.bucket) == []  # still nothing written
 

@@ -299,7 +299,7 @@ class LateArrivals(ClickHouseHook):
 
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         answer = super().query_rows(sql, parameters)
-        if sql.startswith("SELECT count() FROM (") and self.late:
+        if sql.startswith("SELECT count(), ") and self.late:
             team, day, rows = self.late
             self.late = None
             insert_events(self, team, day, rows)

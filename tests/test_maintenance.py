@@ -1,6 +1,6 @@
-"""Lake maintenance on the real stack (PostgreSQL catalog, moto S3): merge small daily files, expire old
-snapshots, delete unreferenced files and old never-registered exports, never a referenced file; a dry
-run changes nothing."""
+"""Lake maintenance on the real stack (PostgreSQL catalog, moto S3): merge a day's small files (never files of
+different days), expire old snapshots, delete unreferenced files and old never-registered exports, never a
+referenced file; a dry run changes nothing."""
 
 from __future__ import annotations
 
@@ -42,15 +42,17 @@ def test_maintenance_merges_expires_and_deletes_only_unreferenced_files(stack, d
     for day in DAYS:
         assert run(TEAM, day).state == "success"
     assert run(TEAM, DAYS[0]).state == "success"  # a re-run: the first file of the day is replaced
+    # Appended (no cleanup): the last day now holds two small files and twice its rows.
+    assert run(TEAM, DAYS[4], cleanup_existing_partition_data=False).state == "success"
     assert unregistered_export(TEAM, DAYS[1]).state == "success"  # an old orphan
     time.sleep(1.5)  # S3 keeps whole seconds
     window_ends = dt.datetime.now(dt.UTC)
     time.sleep(1.5)
     assert unregistered_export(TEAM, DAYS[2]).state == "success"  # a recent orphan
-    expected = {day: stack.counts[(TEAM, day)] for day in DAYS}
+    expected = {day: stack.counts[(TEAM, day)] * (2 if day == DAYS[4] else 1) for day in DAYS}
     assert lake_day_counts(duckling, "events") == expected
     live_before, objects_before, snapshots_before = _live(duckling), _all_objects(stack, duckling), _snapshots(duckling)
-    assert len(objects_before) == 8  # 5 days + the replaced file + 2 orphans
+    assert len(objects_before) == 9  # 5 days + the appended file + the replaced file + 2 orphans
     # Every snapshot but the current one expires; the old orphan is outside the safety window, the recent
     # one inside it.
     window = dict(snapshot_retention=dt.timedelta(0), orphan_retention=dt.timedelta(days=7), orphans_before=window_ends)
@@ -62,8 +64,10 @@ def test_maintenance_merges_expires_and_deletes_only_unreferenced_files(stack, d
     assert dry["orphan_paths"][0].startswith(f"s3://{duckling.bucket}/backfill/events/team_id={TEAM}/year=2024/month=03/day=09/")
 
     report = run_maintenance(TEAM, dry_run=False, **window)
-    assert report["files_before"] == len(live_before) and report["files_after"] < report["files_before"]
-    assert report["merged_files"] >= 4 and report["expired_snapshots"] > 0
+    # Only the day of two files is merged (into one); files of different days never are (day layout).
+    assert report["files_before"] == len(live_before) and report["files_after"] == report["files_before"] - 1
+    assert report["merged_files"] == 2 and report["days_rewritten"] == 1 and report["expired_snapshots"] > 0
+    assert dry["days_rewritten"] == 1 and dry["merged_files"] == 0
     assert report["deleted_orphans"] == 1 and report["recent_orphans_kept"] == 1
     assert report["deleted_old_files"] >= 1  # at least the file the re-run of DAYS[0] replaced
     objects_after, live_after = _all_objects(stack, duckling), _live(duckling)

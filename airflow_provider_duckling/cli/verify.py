@@ -3,7 +3,9 @@
 Events, per UTC day: ClickHouse's side is the export's own SELECT (``tables.export_select``: same team and
 day filter, same casts), so verify checks exactly what a run would have written; the lake side is one
 read-only query over the range. Each side reports its row count and a cheap checksum both engines compute
-identically (Σ epoch µs of ``timestamp``, Σ bytes of ``distinct_id``). Persons: the team's current answer
+identically (Σ epoch µs of ``timestamp``, Σ bytes of ``distinct_id``, Σ bytes of every text column: the lake's
+side decodes every string column of each day, as the customer's queries do, so a file DuckDB refuses is a
+difference, reported as unreadable). Persons: the team's current answer
 in ClickHouse (distinct_id → person id, properties, version) against the lake's ``persons_current`` view,
 with a digest of every row's answer, so a wrong mapping or stale properties differ.
 """
@@ -79,19 +81,26 @@ def run(args: argparse.Namespace, out: Console) -> int:
             "team_id": duckling.team_id, "table": "events", "from": first, "to": last, "days": len(days),
             "match": not differing,
             "differing_days": [{"day": day, "clickhouse_rows": s.rows, "duckling_rows": h.rows,
-                                "checksum_matches": s.checksum == h.checksum} for day, s, h in differing],
+                                "checksum_matches": s.same_content(h), "readable": h.unreadable is None,
+                                "unreadable": h.unreadable} for day, s, h in differing],
         })
         return PROBLEMS if differing else OK
     if not differing:
         out.print(f"All days match: {span}, rows and checksums.")
         return OK
-    rows = [(day, s.rows, h.rows, f"{h.rows - s.rows:+d}", "same" if s.checksum == h.checksum else "differs")
-            for day, s, h in differing]
+    rows = [(day, s.rows, h.rows, f"{h.rows - s.rows:+d}", _content(s, h)) for day, s, h in differing]
     out.print(table(f"Days that differ: {span}", ("day", "clickhouse rows", "duckling rows", "difference", "checksum"),
                     rows, right=("clickhouse rows", "duckling rows", "difference")))
     out.print(f"{len(differing)} of {len(days)} day(s) differ. Re-run one with: "
               f"duckling run {duckling.team_id}_{differing[0][0]}")
     return PROBLEMS
+
+
+def _content(source: Tally, held: Tally) -> str:
+    """The checksum column: same, differs, or why DuckDB cannot read the lake's files of the day."""
+    if held.unreadable:
+        return f"unreadable: {held.unreadable}"
+    return "same" if source.same_content(held) else "differs"
 
 
 def _persons(duckling: Duckling, out: Console, as_json: bool = False) -> int:
@@ -102,7 +111,8 @@ def _persons(duckling: Duckling, out: Console, as_json: bool = False) -> int:
     held = current_persons_tally(duckling) or Tally(0, (0, 0))
     if as_json:
         emit_json(out, {"team_id": team_id, "table": "persons", "clickhouse_rows": source.rows,
-                        "duckling_rows": held.rows, "checksum_matches": source.checksum == held.checksum,
+                        "duckling_rows": held.rows, "checksum_matches": source.same_content(held),
+                        "unreadable": held.unreadable,
                         "match": source == held})
         return OK if source == held else PROBLEMS
     rows = [("clickhouse (current)", source.rows), ("duckling (persons_current)", held.rows)]
@@ -110,7 +120,8 @@ def _persons(duckling: Duckling, out: Console, as_json: bool = False) -> int:
     if source == held:
         out.print("Persons match: rows and checksums.")
         return OK
-    what = "rows" if source.rows != held.rows else "checksums: a distinct_id maps to another person, or stale properties"
+    what = ("unreadable: " + held.unreadable if held.unreadable else "rows" if source.rows != held.rows
+            else "checksums: a distinct_id maps to another person, or stale properties")
     out.print(f"Persons differ ({what}). Refresh them with: duckling run {team_id}_{yesterday()} --table persons "
               "--full-export")
     return PROBLEMS

@@ -4,6 +4,11 @@ column that places a row in a UTC day.
 The export SELECT casts every column to the lake's type (posthog-tables.md): UUIDs become strings,
 timestamps become microsecond UTC timestamps (read by DuckDB as TIMESTAMPTZ), enums become strings.
 Values are bound as ClickHouse query parameters (``{team_id:Int64}``), never pasted in.
+
+A ClickHouse ``String`` holds any bytes, but DuckDB refuses to read a Parquet string column chunk that is not
+valid UTF-8 (every query touching that column of that file fails). So every column read from a ``String``
+(:attr:`Column.text`) is exported through ``toValidUTF8``, which replaces each invalid sequence with U+FFFD
+and leaves valid text byte for byte; :func:`invalid_utf8_counts` counts the values it changes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ class Column:
     name: str
     lake_type: str
     clickhouse_expr: str
+    text: bool = False
+    """Read from a ClickHouse ``String`` (any bytes): exported through ``toValidUTF8``."""
+
+    def exported(self, valid_utf8: bool = True) -> str:
+        """The column's expression in the export SELECT (``valid_utf8=False``: the bytes as stored)."""
+        return f"toValidUTF8({self.clickhouse_expr})" if self.text and valid_utf8 else self.clickhouse_expr
 
 
 @dataclass(frozen=True)
@@ -52,8 +63,13 @@ class TableSpec:
             f"{duckdb_ident(self.name)} ({cols})"
         )
 
-    def select_list(self) -> str:
-        return ",\n    ".join(f"{c.clickhouse_expr} AS {clickhouse_ident(c.name)}" for c in self.columns)
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The columns read from a ClickHouse ``String``, which may hold bytes that are not UTF-8."""
+        return tuple(c.name for c in self.columns if c.text)
+
+    def select_list(self, valid_utf8: bool = True) -> str:
+        return ",\n    ".join(f"{c.exported(valid_utf8)} AS {clickhouse_ident(c.name)}" for c in self.columns)
 
 
 def _ts(expr: str) -> str:
@@ -79,18 +95,18 @@ EVENTS = TableSpec(
     day_column="timestamp",
     columns=(
         Column("uuid", "VARCHAR", f"toString({_ev('uuid')})"),
-        Column("event", "VARCHAR", _ev("event")),
-        Column("properties", "VARCHAR", _ev("properties")),
+        Column("event", "VARCHAR", _ev("event"), text=True),
+        Column("properties", "VARCHAR", _ev("properties"), text=True),
         Column("timestamp", "TIMESTAMPTZ", _ts(_ev("timestamp"))),
         Column("team_id", "BIGINT", f"toInt64({_ev('team_id')})"),
         Column("project_id", "BIGINT", f"toInt64({_ev('team_id')})"),
-        Column("distinct_id", "VARCHAR", _ev("distinct_id")),
-        Column("elements_chain", "VARCHAR", _ev("elements_chain")),
+        Column("distinct_id", "VARCHAR", _ev("distinct_id"), text=True),
+        Column("elements_chain", "VARCHAR", _ev("elements_chain"), text=True),
         Column("created_at", "TIMESTAMPTZ", _ts(_ev("created_at"))),
         Column("person_id", "VARCHAR", f"toString({_ev('person_id')})"),
         Column("person_created_at", "TIMESTAMPTZ", _ts(_ev("person_created_at"))),
-        Column("person_properties", "VARCHAR", _ev("person_properties")),
-        *(Column(f"group{i}_properties", "VARCHAR", _ev(f"group{i}_properties")) for i in _GROUPS),
+        Column("person_properties", "VARCHAR", _ev("person_properties"), text=True),
+        *(Column(f"group{i}_properties", "VARCHAR", _ev(f"group{i}_properties"), text=True) for i in _GROUPS),
         *(Column(f"group{i}_created_at", "TIMESTAMPTZ", _ts(_ev(f"group{i}_created_at"))) for i in _GROUPS),
         Column("person_mode", "VARCHAR", f"toString({_ev('person_mode')})"),
         Column("historical_migration", "BOOLEAN", f"toBool({_ev('historical_migration')})"),
@@ -104,7 +120,7 @@ PERSONS = TableSpec(
     name="persons",
     day_column="_timestamp",
     columns=tuple(
-        Column(name, lake_type, COLUMN_EXPRESSIONS[name])
+        Column(name, lake_type, COLUMN_EXPRESSIONS[name], text=name in ("distinct_id", "properties"))
         for name, lake_type in (
             ("team_id", "BIGINT"), ("distinct_id", "VARCHAR"), ("id", "VARCHAR"), ("properties", "VARCHAR"),
             ("created_at", "TIMESTAMPTZ"), ("is_identified", "BOOLEAN"), ("person_distinct_id_version", "BIGINT"),
@@ -166,12 +182,12 @@ def events_days_source(database: str) -> str:
     )
 
 
-def export_days_select(table: TableSpec, database: str) -> str:
+def export_days_select(table: TableSpec, database: str, valid_utf8: bool = True) -> str:
     """The SELECT of consecutive team-days (events only: persons history is one full export), with
     ``{team_id:Int64}``, ``{first:Date}`` and ``{end:Date}`` bound."""
     if table.name != EVENTS.name:
         raise ValueError(f"{table.name} history is one full export, not a range of days")
-    return f"SELECT\n    {table.select_list()}\n{events_days_source(database)}"
+    return f"SELECT\n    {table.select_list(valid_utf8)}\n{events_days_source(database)}"
 
 
 def _events_source(database: str, daily: bool) -> str:
@@ -180,9 +196,20 @@ def _events_source(database: str, daily: bool) -> str:
     return events_day_source(database)
 
 
-def export_select(table: TableSpec, database: str, daily: bool = True) -> str:
+def export_select(table: TableSpec, database: str, daily: bool = True, valid_utf8: bool = True) -> str:
     """The SELECT of one team-day (``daily``) or of a whole team, with ``{team_id:Int64}`` and
-    ``{day:Date}`` as bound parameters."""
+    ``{day:Date}`` as bound parameters.
+
+    :param valid_utf8: text columns through ``toValidUTF8`` (what the export writes); ``False``: as stored,
+        for counting what that changes.
+    """
     sources = {"events": _events_source, "persons": state_source}
-    return f"SELECT\n    {table.select_list()}\n{sources[table.name](database, daily)}"
+    return f"SELECT\n    {table.select_list(valid_utf8)}\n{sources[table.name](database, daily)}"
+
+
+def invalid_utf8_counts(table: TableSpec) -> str:
+    """Aggregates, over the rows of an export SELECT made with ``valid_utf8=False``, of how many values of
+    each text column (in :attr:`TableSpec.text_columns` order) are not valid UTF-8: the values the export's
+    ``toValidUTF8`` changes. NULLs count as valid."""
+    return ", ".join(f"countIf(NOT isValidUTF8({clickhouse_ident(c)}))" for c in table.text_columns)
 

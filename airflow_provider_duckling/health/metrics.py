@@ -51,12 +51,16 @@ def day_epoch(day: dt.date | None) -> int:
     return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
 
 
-def partition_registered(team_id: int, table: str, rows: int, nbytes: int) -> None:
+def partition_registered(team_id: int, table: str, rows: int, nbytes: int, invalid_utf8: int = 0) -> None:
     """Counters of what one registered partition moved: ``registered_partitions``, ``registered_rows``,
-    ``registered_bytes`` (called by the register operator once the lake's transaction committed)."""
+    ``registered_bytes``, and ``invalid_utf8_values`` (text values written with U+FFFD in place of bytes that
+    were not UTF-8; sent only when there were some) — called by the register operator once the lake's
+    transaction committed."""
     _send("incr", "registered_partitions", team_id, table, 1)
     _send("incr", "registered_rows", team_id, table, rows)
     _send("incr", "registered_bytes", team_id, table, nbytes)
+    if invalid_utf8:
+        _send("incr", "invalid_utf8_values", team_id, table, invalid_utf8)
 
 
 def freshness(report: Iterable[TableFreshness]) -> int:

@@ -66,6 +66,9 @@ class DayComparison:
         return f"{self.team_id}_{self.day.isoformat()}"
 
     def describe(self) -> str:
+        if self.lake.unreadable:
+            return (f"team {self.team_id} {self.table} {self.day}: clickhouse {self.source.rows} rows, "
+                    f"lake {self.lake.rows} rows its reader cannot decode ({self.lake.unreadable})")
         what = "rows" if self.source.rows != self.lake.rows else "checksum"
         return (f"team {self.team_id} {self.table} {self.day}: clickhouse {self.source.rows} rows, "
                 f"lake {self.lake.rows} rows ({what} differ)")

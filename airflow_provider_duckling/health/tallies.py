@@ -6,6 +6,11 @@ The lake is always attached ``read_only`` (no owner mark, no table creation): lo
 catalog that was never used reads as empty. The checksum is two sums both engines compute identically on
 the exported values: epoch microseconds of the day column and the byte length of ``distinct_id`` — no
 engine-specific hash (persons: an MD5 digest of each current answer, computed alike on both sides).
+
+Checks read like the customer: an events day's tally also sums the byte length of **every** text column, so
+DuckDB decodes each of the day's string column chunks as any query of the customer's would. A day whose files
+DuckDB refuses (``Invalid string encoding found in Parquet file``, or any other read error) is a difference
+(:attr:`Tally.unreadable`), never a match, and the re-run that repairs a differing day writes readable files.
 """
 
 from __future__ import annotations
@@ -57,6 +62,15 @@ class Tally:
 
     rows: int
     checksum: tuple[int, int]
+    text_bytes: int = 0
+    """Events: Σ byte length of every text column (decoding each of them); persons: 0."""
+    unreadable: str | None = None
+    """Why the lake's files of this day cannot be read (the reader's first line), or None."""
+
+    def same_content(self, other: Tally) -> bool:
+        """Checksums equal and both sides readable (the rows may still differ)."""
+        return (self.checksum, self.text_bytes, self.unreadable, other.unreadable) == \
+            (other.checksum, other.text_bytes, None, None)
 
 
 @contextmanager
@@ -90,22 +104,52 @@ def registered_days(duckling: Duckling, tables: tuple[str, ...]) -> dict[str, se
     return out
 
 
-def day_tallies(duckling: Duckling, first: dt.date, last: dt.date) -> dict[dt.date, Tally]:
-    """Events per UTC day in [first, last]: rows, Σ epoch µs of ``timestamp``, Σ bytes of ``distinct_id``."""
-    table = get_table("events")
-    day = duckdb_ident(table.day_column)
+#: Σ byte length of every events text column, in DuckDB: reading them makes DuckDB decode each column chunk.
+LAKE_TEXT_BYTES = " + ".join(f"coalesce(strlen({duckdb_ident(c)}), 0)" for c in EVENTS.text_columns)
+#: The same over the export SELECT's output, in ClickHouse (Int128: no overflow).
+CLICKHOUSE_TEXT_BYTES = " + ".join(f"toInt128(ifNull(length({clickhouse_ident(c)}), 0))" for c in EVENTS.text_columns)
+
+
+def _events_days_sql(team_id: int, first: dt.date, last: dt.date, decode: bool) -> str:
+    """Per UTC day of [first, last]: rows, and with ``decode`` the checksums (reading every text column)."""
+    day = duckdb_ident(EVENTS.day_column)
     start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    sums = (f", CAST(sum(epoch_us({day})) AS VARCHAR), CAST(sum(strlen(distinct_id)) AS VARCHAR), "
+            f"CAST(sum({LAKE_TEXT_BYTES}) AS VARCHAR)") if decode else ""
+    return (f"SELECT CAST({day} AS DATE) AS d, count(*){sums} FROM {qualified(EVENTS)} "
+            f"WHERE team_id = {duckdb_literal(team_id)} AND {day} >= {duckdb_literal(start)} "
+            f"AND {day} < {duckdb_literal(end)} GROUP BY d")
+
+
+def _tally_row(n: object, ts: object, ids: object, text: object) -> Tally:
+    return Tally(int(n), (int(ts or 0), int(ids or 0)), int(text or 0))
+
+
+def day_tallies(duckling: Duckling, first: dt.date, last: dt.date) -> dict[dt.date, Tally]:
+    """Events per UTC day in [first, last]: rows, Σ epoch µs of ``timestamp``, Σ bytes of ``distinct_id``,
+    Σ bytes of every text column. When DuckDB cannot read some file, the days are read one by one and each
+    day it cannot read is a :attr:`Tally.unreadable` tally (its rows from the file statistics' count)."""
     with attached(duckling) as con:
-        if con is None or not table_exists(con, table):
+        if con is None or not table_exists(con, EVENTS):
             return {}
-        rows = con.execute(
-            f"SELECT CAST({day} AS DATE) AS d, count(*), CAST(sum(epoch_us({day})) AS VARCHAR), "
-            f"CAST(sum(strlen(distinct_id)) AS VARCHAR) FROM {qualified(table)} "
-            f"WHERE team_id = {duckdb_literal(duckling.team_id)} AND {day} >= {duckdb_literal(start)} "
-            f"AND {day} < {duckdb_literal(end)} GROUP BY d"
-        ).fetchall()
-    return {d: Tally(int(n), (int(ts or 0), int(ids or 0))) for d, n, ts, ids in rows}
+        try:
+            rows = con.execute(_events_days_sql(duckling.team_id, first, last, decode=True)).fetchall()
+            return {d: _tally_row(n, ts, ids, text) for d, n, ts, ids, text in rows}
+        except duckdb.Error:
+            pass  # some day's file cannot be read: find which, day by day
+        tallies: dict[dt.date, Tally] = {}
+        for d, n in con.execute(_events_days_sql(duckling.team_id, first, last, decode=False)).fetchall():
+            try:
+                ((_, n, ts, ids, text),) = con.execute(_events_days_sql(duckling.team_id, d, d, decode=True)).fetchall()
+                tallies[d] = _tally_row(n, ts, ids, text)
+            except duckdb.Error as exc:
+                tallies[d] = Tally(int(n), (0, 0), 0, unreadable=_first_line(exc))
+        return tallies
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 #: The first 8 bytes of an MD5 over one current person row's answer, as :data:`PERSONS_TERM` computes it in ClickHouse.
@@ -122,10 +166,13 @@ def current_persons_tally(duckling: Duckling) -> Tally | None:
     with attached(duckling) as con:
         if con is None or not table_exists(con, PERSONS):
             return None
-        n, digests, ids = con.execute(
-            f"SELECT count(*), CAST(sum({PERSON_DIGEST}) AS VARCHAR), CAST(sum(strlen(distinct_id)) AS VARCHAR) "
-            f"FROM {qualified(PERSONS_CURRENT_VIEW)} WHERE team_id = {duckdb_literal(duckling.team_id)}"
-        ).fetchone()
+        try:
+            n, digests, ids = con.execute(
+                f"SELECT count(*), CAST(sum({PERSON_DIGEST}) AS VARCHAR), CAST(sum(strlen(distinct_id)) AS VARCHAR) "
+                f"FROM {qualified(PERSONS_CURRENT_VIEW)} WHERE team_id = {duckdb_literal(duckling.team_id)}"
+            ).fetchone()
+        except duckdb.Error as exc:  # a file the customer's DuckDB cannot read either: a difference, not a crash
+            return Tally(0, (0, 0), unreadable=_first_line(exc))
     return Tally(int(n), (int(digests or 0), int(ids or 0)))
 
 
@@ -142,10 +189,13 @@ PERSONS_TERM = (
 
 
 def clickhouse_tally(hook: ClickHouseHook, select_sql: str, term: str, params: dict[str, object]) -> Tally:
-    """Rows and checksum of the export SELECT's output (Int128 sums: no overflow, the same as DuckDB's HUGEINT)."""
+    """Rows and checksum of the export SELECT's output (Int128 sums: no overflow, the same as DuckDB's HUGEINT);
+    for events (``term`` is :data:`EVENTS_TERM`) also Σ bytes of every text column, as written."""
     ids = clickhouse_ident("distinct_id")
-    ((rows, a, b),) = hook.query_rows(
-        f"SELECT count(), toString(sum(toInt128({term}))), toString(sum(toInt128(length({ids})))) FROM ({select_sql})",
+    text = f"toString(sum({CLICKHOUSE_TEXT_BYTES}))" if term == EVENTS_TERM else "'0'"
+    ((rows, a, b, c),) = hook.query_rows(
+        f"SELECT count(), toString(sum(toInt128({term}))), toString(sum(toInt128(length({ids})))), {text} "
+        f"FROM ({select_sql})",
         params,
     )
-    return Tally(int(rows), (int(a), int(b)))
+    return Tally(int(rows), (int(a), int(b)), int(c))

@@ -14,6 +14,7 @@ from airflow_provider_duckling.access.storage import DucklingStorage
 from airflow_provider_duckling.common.errors import ConfigurationError, DucklingError, TransientError
 from airflow_provider_duckling.common.heap import frozen_heap
 from airflow_provider_duckling.common.redaction import scrub
+from airflow_provider_duckling.domain.outcomes import XCOM_KEY, Outcome
 from airflow_provider_duckling.domain.partitions import Scope
 from airflow_provider_duckling.domain.tables import TableSpec, get_table
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook, LakeSettings
@@ -132,6 +133,13 @@ class DucklingPartitionOperator(BaseOperator):
 
     def run(self, context: Context) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def record_outcome(self, context: Context, key: str, table: str, outcome: Outcome) -> None:
+        """Say how the run ended, where a person and ``duckling run`` look: one ``event=run_outcome`` line in
+        the task log and XCom key ``outcome`` (Airflow's run state is *success* even when nothing moved)."""
+        log.info("event=run_outcome partition=%s table=%s outcome=%s moved=%s detail=%s", key, table, outcome.code,
+                 str(outcome.moved).lower(), outcome.detail)
+        context["ti"].xcom_push(key=XCOM_KEY, value=outcome.to_xcom())
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage inputs/outputs of the finished task (called by the OpenLineage provider, if installed)."""

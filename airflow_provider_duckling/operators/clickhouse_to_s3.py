@@ -11,6 +11,7 @@ from airflow.sdk import Context
 
 from airflow_provider_duckling.access.workload import Attempt
 from airflow_provider_duckling.common.errors import ConfigurationError, SchemaDriftError
+from airflow_provider_duckling.domain import outcomes
 from airflow_provider_duckling.domain.partitions import DayRange, FullExport, Partition, run_token
 from airflow_provider_duckling.domain.persons import (
     as_of_token,
@@ -41,7 +42,8 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
     object, so nothing the lake already references is ever overwritten. A batch of days writes each day's
     file under that day's key, many days per statement (:mod:`~airflow_provider_duckling.transfer.batch`).
     Persons history is one full export: a batch of persons days is the full export, or nothing when the
-    lake's full export already covers them. Before exporting, the lake table is checked against the
+    lake's full export already covers them (the task then ends *skipped*, with XCom ``outcome``
+    ``covered_by_full_export``, see :mod:`~airflow_provider_duckling.domain.outcomes`). Before exporting, the lake table is checked against the
     export's columns: a type it cannot accept fails here, with nothing written.
     Returns (as XCom) ``{"partition", "table", "files", "object_keys", "rows", "bytes", "dry_run",
     "day_rows"}`` (``day_rows``: each day's rows of a batch).
@@ -94,7 +96,7 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         token = run_token(context["run_id"], context["ti"].try_number)
         known: dict[str, str] | None = None
         if target.table.name == PERSONS.name and isinstance(target.scope, Partition | DayRange):
-            target, known = self._persons_scope(target, dry_run)
+            target, known = self._persons_scope(target, dry_run, context)
         attempt = Attempt(
             team_id=target.scope.team_id, table=target.table.name, partition=target.scope.key,
             dag_id=str(getattr(context["ti"], "dag_id", None) or self.dag_id), run_id=str(context["run_id"]), try_number=int(context["ti"].try_number or 0),
@@ -131,7 +133,7 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
         except Exception as exc:  # noqa: BLE001 - on_kill must not raise
             self.log.warning("event=export_cancel_failed reason=%s", type(exc).__name__)
 
-    def _persons_scope(self, target: Target, dry_run: bool) -> tuple[Target, dict[str, str] | None]:
+    def _persons_scope(self, target: Target, dry_run: bool, context: Context) -> tuple[Target, dict[str, str] | None]:
         """A persons day needs the team's full export first: without one recorded in the persons table's
         comment (a new duckling, a reset table) the day becomes the full export; a day the full export already
         covers is skipped. A batch of persons days (the history before the daily runs) is the full export
@@ -159,6 +161,7 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
             return replace(target, scope=FullExport(team)), columns
         last = target.scope.last if isinstance(target.scope, DayRange) else target.scope.day
         if covered_by_baseline(last, baseline, settle_delay()):
+            self.record_outcome(context, target.scope.key, target.table.name, outcomes.covered(baseline))
             raise AirflowSkipException(
                 f"{target.scope.key}: covered by the full export of persons read at {baseline:%Y-%m-%d %H:%M:%S} UTC; "
                 "nothing to do"
@@ -168,6 +171,7 @@ class ClickHouseToDucklingS3Operator(DucklingPartitionOperator):
                           "(the recorded one, read at %s, does not cover %s)", target.scope.key, baseline, last)
             return replace(target, scope=FullExport(team)), columns
         return target, columns
+
     def _rows_per_file(self) -> int | None:
         """The ``rows_per_file`` option, validated before anything is contacted."""
         value = self.rows_per_file

@@ -17,6 +17,7 @@ from airflow_provider_duckling.assets.ducklake import (
     publish_partition,
 )
 from airflow_provider_duckling.common.errors import RegistrationError
+from airflow_provider_duckling.domain import outcomes
 from airflow_provider_duckling.domain.partitions import DayRange, FullExport, Partition
 from airflow_provider_duckling.domain.tables import PERSONS
 from airflow_provider_duckling.health import metrics
@@ -47,6 +48,8 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         table (when ``team_id`` is not templated). Each registered partition emits one event per Asset
         outlet, with partition key ``{team_id}_{YYYY-MM-DD}`` and extra ``rows``, ``bytes``, ``files``,
         ``snapshot_id``. A dry run or a skipped registration emits none: the task ends *skipped*.
+        Either way the task records how the run ended (XCom ``outcome``, one ``event=run_outcome`` log
+        line, see :mod:`~airflow_provider_duckling.domain.outcomes`).
 
     The remaining parameters are those of
     :class:`~airflow_provider_duckling.operators.base.DucklingPartitionOperator`.
@@ -92,10 +95,12 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
                     "partition": key, "table": table, "run_id": context["run_id"], "rows": exported.get("rows")})
             log.info("event=registration_skipped partition=%s table=%s files=%s kept_as_export_only=%s", key, table,
                      exported["files"], not dry_run)
+            self.record_outcome(context, key, table, outcomes.dry_run() if dry_run else outcomes.not_registered())
             raise AirflowSkipException(f"skip_ducklake_registration: {key} left in S3 as an export-only file (kept by "
                                        "maintenance), not registered (no asset event)")
         if self.flag("dry_run") or exported.get("dry_run"):
             self._dry_run(target, exported, cleanup)
+            self.record_outcome(context, key, table, outcomes.dry_run())
             raise AirflowSkipException(f"dry run: nothing registered for {key} (no asset event)")
         day_rows = self._day_rows(target, exported)  # a batch's rows per day, checked before the lake is reached
         with target.hook.attach(target.duckling, target.storage) as con:
@@ -119,7 +124,10 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
         log.info("event=asset_event partition=%s table=%s assets=%d rows=%d bytes=%d files=%d snapshot_id=%s "
                  "events=%d", key, table, published, result.rows, int(exported.get("bytes") or 0), len(files),
                  extra["snapshot_id"], published * len(keys))
-        metrics.partition_registered(target.scope.team_id, table, result.rows, int(exported.get("bytes") or 0))
+        invalid_utf8 = {str(c): int(n) for c, n in (exported.get("invalid_utf8") or {}).items()}
+        self.record_outcome(context, key, table, outcomes.registered(target.duckling.paused))
+        metrics.partition_registered(target.scope.team_id, table, result.rows, int(exported.get("bytes") or 0),
+                                     sum(invalid_utf8.values()))
         d = target.duckling
         self.lineage_facts = LineageFacts(
             inputs=[object_dataset(uri) for uri in files],
@@ -133,6 +141,7 @@ class DuckLakeRegisterOperator(DucklingPartitionOperator):
             "files": result.added_files,
             "deleted_rows": result.deleted_rows,
             "snapshot_id": result.snapshot_id,
+            "invalid_utf8": invalid_utf8,
             **({"day_rows": day_rows} if day_rows is not None else {}),
         }
 

@@ -241,6 +241,28 @@ def reconcile_days() -> int:
     return _int("reconcile_days", 3, 1, 366)
 
 
+def history_check_schedule() -> str:
+    """``[duckling] history_check_schedule``: the cron (UTC) of the whole-history check, which compares every
+    day of each team's events history, ClickHouse against the lake, and re-moves the days that differ
+    (default ``30 4 * * 0``: weekly, Sunday 04:30)."""
+    value = (_get("history_check_schedule", "30 4 * * 0") or "30 4 * * 0").strip()
+    try:
+        from croniter import croniter
+
+        valid = len(value) <= 100 and croniter.is_valid(value)
+    except ImportError:  # pragma: no cover - Airflow installs croniter
+        valid = bool(re.fullmatch(r"@[a-z]+|(\S+\s+){4}\S+", value, flags=re.ASCII))
+    if not valid:
+        raise ConfigurationError(f"[duckling] history_check_schedule must be a cron expression, got {quoted(value)}")
+    return value
+
+
+def history_check_max_days() -> int:
+    """``[duckling] history_check_max_days``: at most this many differing days of one team are re-moved by
+    one pass of the whole-history check, newest first; the rest wait for the next pass (default 31)."""
+    return _int("history_check_max_days", 31, 1, 3660)
+
+
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+", re.ASCII)
 
 

@@ -9,6 +9,10 @@
 * ``duckling_reconcile`` (daily): compares the last ``[duckling] reconcile_days`` closed days of every team
   and table, ClickHouse against the lake (:mod:`~airflow_provider_duckling.health.reconcile`), re-runs each
   differing day once, and reports what it found and what earlier repairs fixed (task output and metrics).
+* ``duckling_history_check`` (weekly, ``[duckling] history_check_schedule``): compares the event count of
+  every older day of every team, ClickHouse against the lake's per-file statistics
+  (:mod:`~airflow_provider_duckling.health.history_check`), and re-moves the differing days, at most
+  ``[duckling] history_check_max_days`` per team per pass, each day once a week.
 
 Parsing reads nothing but the settings: no registry, lake or ClickHouse.
 """
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FRESHNESS_DAG_ID = "duckling_freshness_check"
 RECONCILE_DAG_ID = "duckling_reconcile"
+HISTORY_CHECK_DAG_ID = "duckling_history_check"
 
 
 def _ops_dag(dag_id: str, cron: str, description: str) -> DAG:
@@ -116,8 +121,48 @@ def build_reconcile_dag() -> DAG:
     return dag
 
 
+def build_history_check_dag() -> DAG:
+    """Weekly: every older day's event count, ClickHouse against the lake; re-move the days that differ."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    with _ops_dag(HISTORY_CHECK_DAG_ID, settings.history_check_schedule(),
+                  "Compares every day of each team's events history with ClickHouse and re-moves the days that differ") as dag:
+
+        @task(task_id="compare")
+        def compare() -> dict[str, Any]:
+            from airflow_provider_duckling.health.freshness import last_closed_day
+            from airflow_provider_duckling.health.history_check import (
+                history_check,
+                team_plans,
+                trigger_arguments,
+            )
+
+            inputs = _registry_inputs()
+            now = dt.datetime.now(dt.UTC)
+            # The last reconcile_days days are the daily reconciliation's.
+            last = last_closed_day(now, settings.settle_delay()) - dt.timedelta(days=settings.reconcile_days())
+            findings = history_check(inputs.ducklings, team_plans(inputs, now.date()), last, now,
+                                     settings.history_check_max_days())
+            log.info(findings.summary())
+            for line in findings.skipped:
+                log.info("event=history_check_skipped %s", line)
+            report = findings.as_dict()
+            report["last_day"] = last.isoformat()
+            report["trigger"] = trigger_arguments(findings.reruns, findings.week)
+            return report
+
+        @task(task_id="rerun_days")
+        def rerun_days(report: dict[str, Any]) -> list[dict[str, Any]]:
+            return list(report["trigger"])
+
+        TriggerDagRunOperator.partial(task_id="rerun", skip_when_already_exists=True).expand_kwargs(
+            rerun_days(compare()))
+    return dag
+
+
 def build_ops_dags() -> dict[str, DAG]:
     """The operations DAGs, or only the one a task runner asked for."""
     wanted = get_parsing_context().dag_id
-    builders = {FRESHNESS_DAG_ID: build_freshness_dag, RECONCILE_DAG_ID: build_reconcile_dag}
+    builders = {FRESHNESS_DAG_ID: build_freshness_dag, RECONCILE_DAG_ID: build_reconcile_dag,
+                HISTORY_CHECK_DAG_ID: build_history_check_dag}
     return {dag_id: build() for dag_id, build in builders.items() if not wanted or wanted == dag_id}

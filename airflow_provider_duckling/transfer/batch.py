@@ -22,7 +22,7 @@ from typing import Any
 
 from airflow_provider_duckling.access.storage import DucklingStorage
 from airflow_provider_duckling.domain.partitions import DayRange, Partition, key_day
-from airflow_provider_duckling.domain.tables import TableSpec, export_days_select
+from airflow_provider_duckling.domain.tables import TableSpec, export_days_select, invalid_utf8_counts
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.transfer.export import (
     ROW_SETTINGS,
@@ -33,6 +33,8 @@ from airflow_provider_duckling.transfer.export import (
     count_alongside,
     export_statement,
     file_keys,
+    invalid_by_column,
+    log_invalid_utf8,
     merged_settings,
     planned_files,
     settings_clause,
@@ -59,16 +61,27 @@ def range_parameters(scope: DayRange | DayGroup, team_id: int) -> dict[str, Any]
     return {"team_id": team_id, "first": scope.first.isoformat(), "end": (scope.last + dt.timedelta(days=1)).isoformat()}
 
 
+@dataclass(frozen=True)
+class DayCounts:
+    """Rows per day of a batch (days without rows left out), and per text column the values that are not valid
+    UTF-8 over the whole batch (columns with none left out)."""
+
+    rows: dict[dt.date, int]
+    invalid_utf8: dict[str, int]
+
+
 def count_days(clickhouse: ClickHouseHook, table: TableSpec, scope: DayRange, settings: dict[str, Any] | None = None,
-               ) -> dict[dt.date, int]:
-    """Rows per day of ``scope`` that the export will write (days without rows left out), counted by the
-    export's own SELECT and settings, so that each day's file can be compared with it."""
-    select = export_days_select(table, clickhouse.database)
-    sql = (f"SELECT toDate(timestamp, 'UTC') AS day, count() FROM (\n{select}\n) GROUP BY day ORDER BY day\n"
-           f"{settings_clause(merged_settings(settings))}")
+               ) -> DayCounts:
+    """Rows per day of ``scope`` that the export will write, counted by the export's own SELECT and settings,
+    so that each day's file can be compared with it; and the text values its ``toValidUTF8`` will change."""
+    select = export_days_select(table, clickhouse.database, valid_utf8=False)
+    sql = (f"SELECT toDate(timestamp, 'UTC') AS day, count(), {invalid_utf8_counts(table)} FROM (\n{select}\n) "
+           f"GROUP BY day ORDER BY day\n{settings_clause(merged_settings(settings))}")
     with clickhouse.step("count_days"):
         rows = clickhouse.query_rows(sql, range_parameters(scope, scope.team_id))
-    return {(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d))): int(n) for d, n in rows if int(n)}
+    per_day = {(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d))): int(n) for d, n, *_ in rows if int(n)}
+    totals = [sum(int(row[2 + i] or 0) for row in rows) for i in range(len(table.text_columns))]
+    return DayCounts(per_day, invalid_by_column(table, totals))
 
 
 def plan(scope: DayRange, counts: dict[dt.date, int], rows_per_file: int) -> tuple[list[DayGroup], list[dt.date]]:
@@ -149,7 +162,9 @@ def export_days(
     from airflow_provider_duckling.registry.settings import rows_per_file as default_rows_per_file
 
     target = rows_per_file or default_rows_per_file()
-    counts: dict[dt.date, int] = count_alongside(clickhouse, table, scope, preflight, settings, counter=count_days)
+    counted: DayCounts = count_alongside(clickhouse, table, scope, preflight, settings, counter=count_days)
+    counts = counted.rows
+    log_invalid_utf8(scope.key, table, counted.invalid_utf8)
     day_rows = {p.day.isoformat(): counts.get(p.day, 0) for p in scope.partitions}
     groups, large = plan(scope, counts, target)
     statements: list[tuple[str, str, dict[str, Any]]] = []  # (what, sql, params)
@@ -176,7 +191,7 @@ def export_days(
         keys = [Partition(scope.team_id, d).object_key(table.name, token) for d in sorted(counts) if d not in large_keys]
         keys += [large_keys[d][0] for d in large]
         return ExportResult(scope.key, table.name, [storage.uri(k) for k in keys], keys, total, 0, dry_run=True,
-                            day_rows=day_rows)
+                            day_rows=day_rows, invalid_utf8=counted.invalid_utf8)
     for day in sorted(counts):
         storage.prepare(Partition(scope.team_id, day).object_key(table.name, token))
     for what, sql, params in statements:
@@ -196,7 +211,8 @@ def export_days(
     size = sum(b for files in written.values() for _, _, b in files)
     log.info("event=export_finished partition=%s table=%s days=%d rows=%d bytes=%d files=%d",
              scope.key, table.name, len(day_rows), total, size, len(keys))
-    return ExportResult(scope.key, table.name, [storage.uri(k) for k in keys], keys, total, size, day_rows=day_rows)
+    return ExportResult(scope.key, table.name, [storage.uri(k) for k in keys], keys, total, size, day_rows=day_rows,
+                        invalid_utf8=counted.invalid_utf8)
 
 
 def _check_days(scope: DayRange, table: TableSpec, counts: dict[dt.date, int],

@@ -16,7 +16,7 @@ from airflow_provider_duckling.access.storage import DucklingStorage
 from airflow_provider_duckling.common.errors import ConfigurationError, TransientError, quoted
 from airflow_provider_duckling.common.quoting import clickhouse_ident, clickhouse_setting_literal
 from airflow_provider_duckling.domain.partitions import Partition, Scope
-from airflow_provider_duckling.domain.tables import TableSpec, export_select
+from airflow_provider_duckling.domain.tables import TableSpec, export_select, invalid_utf8_counts
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,9 @@ class ExportResult:
     dry_run: bool = False
     day_rows: dict[str, int] = field(default_factory=dict)
     """A batch of days: each day's rows (``YYYY-MM-DD`` → rows, 0 for a day without data)."""
+    invalid_utf8: dict[str, int] = field(default_factory=dict)
+    """Values that were not valid UTF-8, per text column (only columns with some): the export wrote them with
+    each invalid sequence replaced by U+FFFD (``toValidUTF8``)."""
 
     def to_xcom(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,15 +167,46 @@ def scope_parameters(scope: Scope) -> dict[str, Any]:
     return params
 
 
+@dataclass(frozen=True)
+class Counted:
+    """What the export of a partition will write: its rows, and per text column the values that are not valid
+    UTF-8 (only columns with some), which it writes with U+FFFD in place of each invalid sequence."""
+
+    rows: int
+    invalid_utf8: dict[str, int] = field(default_factory=dict)
+
+
+def invalid_by_column(table: TableSpec, counts: Any) -> dict[str, int]:
+    """``{column: values}`` from the aggregates of :func:`invalid_utf8_counts`, columns with none left out."""
+    return {column: int(n) for column, n in zip(table.text_columns, counts, strict=True) if int(n or 0)}
+
+
+def count_partition(
+    clickhouse: ClickHouseHook, table: TableSpec, scope: Scope, settings: dict[str, Any] | None = None,
+) -> Counted:
+    """How many rows the export of ``scope`` will write, and how many of its text values ``toValidUTF8`` will
+    change, with the export's own effective settings, so that the count and the file can be compared. It
+    reads the filter columns and the text columns (the one statement that can see the bytes as stored)."""
+    select = export_select(table, clickhouse.database, daily=isinstance(scope, Partition), valid_utf8=False)
+    sql = f"SELECT count(), {invalid_utf8_counts(table)} FROM (\n{select}\n)\n{settings_clause(merged_settings(settings))}"
+    with clickhouse.step("count"):
+        rows, *invalid = clickhouse.query_rows(sql, scope_parameters(scope))[0]
+    return Counted(int(rows), invalid_by_column(table, invalid))
+
+
 def count_partition_rows(
     clickhouse: ClickHouseHook, table: TableSpec, scope: Scope, settings: dict[str, Any] | None = None,
 ) -> int:
-    """How many rows the export of ``scope`` will write (reads only the filter columns), with the export's
-    own effective settings, so that the count and the file can be compared."""
-    select = export_select(table, clickhouse.database, daily=isinstance(scope, Partition))
-    sql = f"SELECT count() FROM (\n{select}\n)\n{settings_clause(merged_settings(settings))}"
-    with clickhouse.step("count"):
-        return int(clickhouse.query_rows(sql, scope_parameters(scope))[0][0])
+    """The rows of :func:`count_partition`."""
+    return count_partition(clickhouse, table, scope, settings).rows
+
+
+def log_invalid_utf8(scope_key: str, table: TableSpec, invalid: dict[str, int]) -> None:
+    """One line for a partition whose text held bytes that are not UTF-8 (nothing when it held none)."""
+    if invalid:
+        log.warning("event=invalid_utf8_replaced partition=%s table=%s values=%d columns=%s "
+                    "(each invalid sequence written as U+FFFD, so every reader can decode the files)",
+                    scope_key, table.name, sum(invalid.values()), ",".join(f"{c}:{n}" for c, n in invalid.items()))
 
 
 def count_alongside(
@@ -261,7 +295,9 @@ def export_partition(
     from airflow_provider_duckling.registry.settings import rows_per_file as default_rows_per_file
 
     target = rows_per_file or default_rows_per_file()
-    expected = count_alongside(clickhouse, table, scope, preflight, settings)
+    counted: Counted = count_alongside(clickhouse, table, scope, preflight, settings, counter=count_partition)
+    expected = counted.rows
+    log_invalid_utf8(scope.key, table, counted.invalid_utf8)
     files = planned_files(expected, target)
     key, pattern = file_keys(scope, table, token, files)
     sql, params = export_statement(clickhouse, storage, table, scope, key, settings, files)
@@ -270,7 +306,8 @@ def export_partition(
         log.info("event=dry_run_export partition=%s table=%s object=%s rows=%d files=%d",
                  scope.key, table.name, storage.uri(key), expected, files)
         log.info("event=dry_run_export would run:\n%s\nwith parameters %s", sql, shown)
-        return ExportResult(scope.key, table.name, [storage.uri(key)], [key], expected, 0, dry_run=True)
+        return ExportResult(scope.key, table.name, [storage.uri(key)], [key], expected, 0, dry_run=True,
+                            invalid_utf8=counted.invalid_utf8)
     log.info(
         "event=export_started partition=%s table=%s object=%s rows_expected=%d files_planned=%d clickhouse=%s",
         scope.key, table.name, storage.uri(key), expected, files, "chdb" if clickhouse.is_embedded else "http",
@@ -291,7 +328,8 @@ def export_partition(
         )
     log.info("event=export_finished partition=%s table=%s rows=%d bytes=%d files=%d",
              scope.key, table.name, rows, size, len(keys))
-    return ExportResult(scope.key, table.name, [storage.uri(k) for k in keys], keys, rows, size)
+    return ExportResult(scope.key, table.name, [storage.uri(k) for k in keys], keys, rows, size,
+                        invalid_utf8=counted.invalid_utf8)
 
 
 def written_files(clickhouse: ClickHouseHook, storage: DucklingStorage, pattern: str) -> list[tuple[str, int, int]]:

@@ -1,5 +1,12 @@
-"""Lake maintenance for one duckling: merge small daily files, expire old snapshots, delete what no
-snapshot references any more, and remove exported files whose registration never happened.
+"""Lake maintenance for one duckling: merge small files without breaking the events' day layout, expire old
+snapshots, delete what no snapshot references any more, and remove exported files whose registration never
+happened.
+
+Merging never makes a customer's query read more: events keep one UTC day per file (a day of several small
+files becomes one file, a file spanning several days becomes one file per day; see
+:mod:`~airflow_provider_duckling.transfer.day_layout`), because a day's query reads only the files whose
+``timestamp`` statistics overlap it. Persons, which ``persons_current`` always reads whole, are merged by
+``ducklake_merge_adjacent_files``.
 
 Every deletion is of a file the catalog no longer references:
 
@@ -29,8 +36,9 @@ import duckdb
 
 from airflow_provider_duckling.access.storage import DucklingStorage
 from airflow_provider_duckling.common.quoting import duckdb_ident, duckdb_literal, duckdb_str
-from airflow_provider_duckling.domain.tables import LAKE_SCHEMA, TABLES
+from airflow_provider_duckling.domain.tables import EVENTS, LAKE_SCHEMA, TABLES, TableSpec
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS
+from airflow_provider_duckling.transfer.day_layout import keep_day_layout
 from airflow_provider_duckling.transfer.lake import qualified, table_exists, with_conflict_retries
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,8 @@ EXPORT_PREFIX = "backfill/"
 EXPORT_ONLY_PREFIX = "export_only/"
 """Where the markers of export-only files live: ``export_only/`` + the file's key + ``.json``."""
 _MARKER_SUFFIX = ".json"
+#: Tables kept one UTC day per file (the customer reads them by day); the others are merged by DuckLake.
+DAY_LAYOUT_TABLES = frozenset({EVENTS.name})
 
 
 @dataclass
@@ -50,6 +60,7 @@ class MaintenanceReport:
     files_before: int = 0
     files_after: int = 0
     merged_files: int = 0
+    days_rewritten: int = 0
     expired_snapshots: int = 0
     deleted_old_files: int = 0
     deleted_orphans: int = 0
@@ -139,6 +150,23 @@ def _orphans(con: duckdb.DuckDBPyConnection, storage: DucklingStorage, older_tha
     return old, recent, kept
 
 
+def _merge(con: duckdb.DuckDBPyConnection, table: TableSpec, report: MaintenanceReport, max_files: int) -> None:
+    """Merge ``table``'s small files: events within each UTC day only, persons by DuckLake (a dry run only
+    counts what the events' re-layout would rewrite)."""
+    if table.name in DAY_LAYOUT_TABLES:
+        layout = keep_day_layout(con, table, max_files=max_files, dry_run=report.dry_run)
+        report.days_rewritten += layout.days_rewritten
+        report.merged_files += 0 if report.dry_run else layout.files_replaced
+        return
+    if report.dry_run:
+        return
+    merged = with_conflict_retries(con, f"merge {qualified(table)}", lambda: con.execute(
+        f"CALL ducklake_merge_adjacent_files({duckdb_literal(LAKE_ALIAS)}, {duckdb_literal(table.name)}, "
+        f"schema => {duckdb_literal(LAKE_SCHEMA)}, max_compacted_files => {duckdb_literal(int(max_files))})"
+    ).fetchall())
+    report.merged_files += sum(int(row[2]) for row in merged)
+
+
 def maintain_lake(
     con: duckdb.DuckDBPyConnection,
     storage: DucklingStorage,
@@ -157,17 +185,14 @@ def maintain_lake(
         and files they alone referenced are deleted.
     :param orphans_before: the end of the safety window: an export that was never registered is deleted
         only if it was written before this instant.
-    :param max_merge_files: at most this many small files are merged per table in one pass.
+    :param max_merge_files: at most about this many files are merged (events: re-laid out) per table in one
+        pass; the next pass continues.
     """
     report = MaintenanceReport(team_id=team_id, dry_run=dry_run, files_before=len(live_files(con)))
     lake = duckdb_literal(LAKE_ALIAS)
     for table in TABLES.values():
-        if merge and not dry_run and table_exists(con, table):
-            merged = with_conflict_retries(con, f"merge {qualified(table)}", lambda t=table: con.execute(
-                f"CALL ducklake_merge_adjacent_files({lake}, {duckdb_literal(t.name)}, "
-                f"schema => {duckdb_literal(LAKE_SCHEMA)}, max_compacted_files => {duckdb_literal(int(max_merge_files))})"
-            ).fetchall())
-            report.merged_files += sum(int(row[2]) for row in merged)
+        if merge and table_exists(con, table):
+            _merge(con, table, report, max_merge_files)
     flag = "true" if dry_run else "false"
     expired = with_conflict_retries(con, "expire snapshots", lambda: con.execute(
         f"CALL ducklake_expire_snapshots({lake}, dry_run => {flag}, "
@@ -187,9 +212,10 @@ def maintain_lake(
     report.deleted_orphans = len(orphans)
     report.files_after = report.files_before if dry_run else len(live_files(con))
     log.info(
-        "event=maintenance team=%s dry_run=%s files_before=%d files_after=%d merged_files=%d expired_snapshots=%d "
-        "deleted_old_files=%d deleted_orphans=%d recent_orphans_kept=%d export_only_kept=%d",
-        team_id, dry_run, report.files_before, report.files_after, report.merged_files, report.expired_snapshots,
+        "event=maintenance team=%s dry_run=%s files_before=%d files_after=%d merged_files=%d days_rewritten=%d "
+        "expired_snapshots=%d deleted_old_files=%d deleted_orphans=%d recent_orphans_kept=%d export_only_kept=%d",
+        team_id, dry_run, report.files_before, report.files_after, report.merged_files, report.days_rewritten,
+        report.expired_snapshots,
         report.deleted_old_files, report.deleted_orphans, report.recent_orphans_kept, report.export_only_kept,
     )
     return report
