@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 
 from airflow_provider_duckling.demo.sample_data import clickhouse_day_counts, insert_events
@@ -16,7 +15,7 @@ from airflow_provider_duckling.health import history_check
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.scheduling.ops_dags import HISTORY_CHECK_DAG_ID
-from tests.support.runs import logged_text, run
+from tests.support.runs import logged_text, return_value, run
 from tests.test_reconcile import _run_queued
 
 TEAM, PAUSED, MERGED = 380, 381, 382
@@ -26,18 +25,6 @@ DAYS = [FIRST + dt.timedelta(days=n) for n in range(28)]  # ClickHouse holds 300
 MOVED = DAYS[3:]  # the lake holds these; DAYS[:3] are not moved yet
 DELETED, LATE = DAYS[5], DAYS[9]
 EVENTS_DAG = f"duckling_events_backfill_team_{TEAM}"
-
-
-def _report(dag_run) -> dict:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == "compare", XComModel.key == "return_value"))
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _history_runs() -> dict[str, dict]:
@@ -116,7 +103,7 @@ def test_history_check_removes_exactly_the_days_that_differ(stack, monkeypatch, 
     files_before = _files_by_day(duckling)
 
     check = _check_dag()
-    first = _report(check.test())
+    first = return_value(check.test(), "compare")
     assert first["teams"] == 1 and first["days_compared"] == (TODAY - dt.timedelta(days=4) - FIRST).days + 1
     assert {(d["day"], d["clickhouse_rows"], d["lake_rows"]) for d in first["differing"]} == {
         (DELETED.isoformat(), 294, 300), (LATE.isoformat(), 313, 300)}
@@ -131,7 +118,7 @@ def test_history_check_removes_exactly_the_days_that_differ(stack, monkeypatch, 
             in text)
 
     # A second pass the same week starts nothing: the day's run of this week exists.
-    second = _report(check.test())
+    second = return_value(check.test(), "compare")
     assert second["reruns"] == [] and _days(second, "already_rerun") == _days(first, "reruns")
     assert len(_history_runs()) == 2
 
@@ -150,7 +137,7 @@ def test_history_check_removes_exactly_the_days_that_differ(stack, monkeypatch, 
                "AND toDate(timestamp) = {d:Date} SETTINGS mutations_sync = 2", {"t": TEAM, "d": DELETED})
     _late(ch, DAYS[12], 5)
     _late(ch, DAYS[15], 6)
-    third = _report(check.test())
+    third = return_value(check.test(), "compare")
     assert _days(third, "differing") == [DELETED.isoformat(), DAYS[12].isoformat(), DAYS[15].isoformat()]
     assert _days(third, "already_rerun") == [DELETED.isoformat()]  # re-moved this week already
     assert _days(third, "reruns") == [DAYS[15].isoformat()] and _days(third, "deferred") == [DAYS[12].isoformat()]
@@ -161,7 +148,7 @@ def test_history_check_removes_exactly_the_days_that_differ(stack, monkeypatch, 
     monkeypatch.setenv("AIRFLOW__DUCKLING__HISTORY_CHECK_MAX_DAYS", "5")
     real_week = history_check.week_of
     monkeypatch.setattr(history_check, "week_of", lambda now: real_week(now + dt.timedelta(days=7)))
-    fourth = _report(check.test())
+    fourth = return_value(check.test(), "compare")
     assert fourth["week"] != week
     assert _days(fourth, "reruns") == [DAYS[12].isoformat(), DELETED.isoformat()]
     assert any(s.startswith(f"team {TEAM} events: runs still going for {DAYS[15]}") for s in fourth["skipped"])

@@ -19,14 +19,16 @@ import duckdb
 import pytest
 
 from airflow_provider_duckling.cli.main import main
+from airflow_provider_duckling.common.quoting import duckdb_literal
 from airflow_provider_duckling.demo.sample_data import insert_events
 from airflow_provider_duckling.domain.partitions import Partition
 from airflow_provider_duckling.domain.tables import EVENTS, PERSONS, export_select
 from airflow_provider_duckling.health.reconcile import compare_events
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
+from airflow_provider_duckling.transfer.export import export_partition
 from airflow_provider_duckling.transfer.lake import register_files
-from tests.support.runs import logged_text, run
+from tests.support.runs import logged_text, return_value, run
 from tests.test_freshness_alerts import _datagrams, statsd  # noqa: F401 - the StatsD listener fixture
 from tests.test_reconcile import _reconcile_dag, _run_queued
 
@@ -65,9 +67,10 @@ def _insert_event(ch: ClickHouseHook, team: int, n: int, text: dict[str, bytes])
     )
 
 
-def _insert_person(ch: ClickHouseHook, team: int, distinct_id: bytes, properties: bytes) -> None:
+def _insert_person(ch: ClickHouseHook, team: int, distinct_id: bytes, properties: bytes, when: dt.datetime = NOON,
+                   ) -> None:
     person = str(uuid.uuid5(uuid.NAMESPACE_URL, f"utf8/{team}/{distinct_id.hex()}"))
-    at = {"ts": NOON.strftime("%Y-%m-%d %H:%M:%S")}
+    at = {"ts": when.strftime("%Y-%m-%d %H:%M:%S")}
     ch.execute(
         f"INSERT INTO {ch.database}.person (id, team_id, properties, is_identified, created_at, version, is_deleted, "
         "_timestamp) SELECT {id:UUID}, {team:Int64}, unhex({p:String}), 1, toDateTime64({ts:String}, 3, 'UTC'), 1, 0, "
@@ -84,18 +87,6 @@ def _read_everything(duckling, table: str) -> list[tuple]:
         return con.execute(f"SELECT * FROM lake.posthog.{table} WHERE team_id = {duckling.team_id}").fetchall()
 
 
-def _register_xcom(dag_run) -> dict:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == "register", XComModel.key == "return_value"))
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def test_every_string_column_of_both_tables_lands_readable_and_the_changes_are_counted(
         stack, statsd, caplog, capfd):  # noqa: F811 - the imported fixture
     caplog.set_level(logging.INFO)
@@ -109,10 +100,10 @@ def test_every_string_column_of_both_tables_lands_readable_and_the_changes_are_c
 
     events_run = run(TEAM, DAY)
     assert events_run.state == "success"
-    assert _register_xcom(events_run)["invalid_utf8"] == EXPECTED_INVALID
+    assert return_value(events_run, "register")["invalid_utf8"] == EXPECTED_INVALID
     persons_run = run(TEAM, DAY, "persons")  # the team's first persons run: its full export
     assert persons_run.state == "success"
-    assert _register_xcom(persons_run)["invalid_utf8"] == {"distinct_id": 1, "properties": 1}
+    assert return_value(persons_run, "register")["invalid_utf8"] == {"distinct_id": 1, "properties": 1}
     text = logged_text(caplog, capfd)
     assert (f"event=invalid_utf8_replaced partition={TEAM}_{DAY} table=events values=5 "
             "columns=event:1,properties:1,distinct_id:1,elements_chain:1,group2_properties:1") in text
@@ -120,6 +111,19 @@ def test_every_string_column_of_both_tables_lands_readable_and_the_changes_are_c
     received = {line.split("|")[0] for line in _datagrams(statsd) if ".invalid_utf8_values." in line}
     assert received == {f"airflow.duckling.invalid_utf8_values.team_{TEAM}.events:5",
                         f"airflow.duckling.invalid_utf8_values.team_{TEAM}.persons:2"}
+
+    # The other two paths: a persons day partition (its top-up export: the full export above covers every closed
+    # day, so it is exported directly and its file read as the customer's DuckDB reads it), and events moved as
+    # a batch (a range of days).
+    _insert_person(ch, TEAM, b"later-" + TRUNCATED, b"{}", NOON + dt.timedelta(days=1))
+    topup = export_partition(ch, DuckLakeHook().storage(duckling), PERSONS, Partition(TEAM, DAY + dt.timedelta(days=1)),
+                             "utf8-topup")
+    assert (topup.rows, topup.invalid_utf8) == (1, {"distinct_id": 1})
+    with DuckLakeHook().attach(duckling, read_only=True) as con:
+        assert con.execute(f"SELECT distinct_id, properties FROM read_parquet({duckdb_literal(topup.files[0])})"
+                           ).fetchall() == [("later-\ufffd", "{}")]
+    batch = run(TEAM, DAY, partition_key=f"{TEAM}_{DAY - dt.timedelta(days=1)}..{DAY}")
+    assert batch.state == "success" and return_value(batch, "register")["invalid_utf8"] == EXPECTED_INVALID
 
     # The customer's reader: every column of every row, and the query of the report.
     events = _read_everything(duckling, "events")

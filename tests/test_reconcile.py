@@ -26,7 +26,7 @@ from airflow_provider_duckling.health.reconcile import compare_events, compare_p
 from airflow_provider_duckling.hooks.clickhouse import ClickHouseHook
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.scheduling.ops_dags import RECONCILE_DAG_ID
-from tests.support.runs import logged_text, run, team_dag
+from tests.support.runs import logged_text, return_value, run, team_dag
 from tests.test_freshness_alerts import _datagrams, statsd  # noqa: F401 - the StatsD listener fixture
 
 TEAM, PAUSED, LAGGING = 270, 271, 279
@@ -45,18 +45,6 @@ def _persons(ch: ClickHouseHook, day: dt.date, count: int, tag: str, team: int =
             insert_distinct_id(ch, team, f"{tag}{n}-{suffix}", person, 1, at)
         ids.append(person)
     return ids
-
-
-def _report(dag_run) -> dict:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == "compare", XComModel.key == "return_value"))
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _repair_runs() -> dict[tuple[str, str], dict]:
@@ -159,7 +147,7 @@ def test_reconciliation_finds_a_corrupted_lake_day_and_source_day_and_repairs_th
     bag_dag = _reconcile_dag()
     first_pass = bag_dag.test()
     assert first_pass.state == "success"
-    report = _report(first_pass)
+    report = return_value(first_pass, "compare")
     assert report["compared_days"] == 6  # both tables, three days, team 270 only
     assert {(d["table"], d["day"], d["clickhouse_rows"], d["lake_rows"]) for d in report["differing"]} == {
         ("events", DAYS[1].isoformat(), 160, 155), ("events", DAYS[2].isoformat(), 177, 170),
@@ -190,7 +178,7 @@ def test_reconciliation_finds_a_corrupted_lake_day_and_source_day_and_repairs_th
     assert lake_day_counts(duckling, "events") == {d: n for d, n in clickhouse_day_counts(ch, TEAM).items() if d in DAYS}
 
     # The next pass reports them fixed and starts nothing.
-    second = _report(bag_dag.test())
+    second = return_value(bag_dag.test(), "compare")
     assert second["differing"] == second["reruns"] == second["unresolved"] == []
     assert {(d["table"], d["day"]) for d in second["fixed"]} == {
         ("events", DAYS[1].isoformat()), ("events", DAYS[2].isoformat()), ("persons", DAYS[2].isoformat())}
@@ -199,7 +187,7 @@ def test_reconciliation_finds_a_corrupted_lake_day_and_source_day_and_repairs_th
     # A day that differs again after its repair is reported, not re-run a second time.
     with DuckLakeHook().attach(duckling) as con:
         con.execute(f"DELETE FROM lake.posthog.events WHERE team_id = {TEAM} AND CAST(timestamp AS DATE) = DATE '{DAYS[1]}'")
-    third = _report(bag_dag.test())
+    third = return_value(bag_dag.test(), "compare")
     assert [(d["table"], d["day"], d["lake_rows"]) for d in third["unresolved"]] == [("events", DAYS[1].isoformat(), 0)]
     assert third["reruns"] == [] and _repair_runs() == repairs
 

@@ -40,6 +40,7 @@ import duckdb
 
 from airflow_provider_duckling.common.quoting import clickhouse_ident, duckdb_ident, duckdb_literal
 from airflow_provider_duckling.domain.tables import DAYS_END, DAYS_START, EVENTS, EVENTS_ALIAS, LAKE_SCHEMA
+from airflow_provider_duckling.health.reconcile import dag_paused
 from airflow_provider_duckling.hooks.ducklake import LAKE_ALIAS
 from airflow_provider_duckling.registry.catalog import Duckling
 
@@ -379,7 +380,7 @@ def _plan_reruns(duckling: Duckling, plan: TeamPlan, dag_id: str, newest_first: 
     candidates = [c for c in newest_first if c not in done]
     if not candidates:
         return
-    if _dag_paused(dag_id):
+    if dag_paused(dag_id, "history_check"):
         findings.skipped.append(f"team {team} events: DAG paused, {len(candidates)} differing day(s) not re-moved")
         return
     now, rest = candidates[:max_days], candidates[max_days:]
@@ -392,17 +393,6 @@ def _plan_reruns(duckling: Duckling, plan: TeamPlan, dag_id: str, newest_first: 
         findings.deferred.extend(rest)
         log.info("event=history_check_deferred team=%d days=%d max_days=%d newest=%s oldest=%s: left for the next pass",
                  team, len(rest), max_days, rest[0].day, rest[-1].day)
-
-
-def _dag_paused(dag_id: str) -> bool:
-    """Whether the team's DAG is paused in Airflow (or not parsed yet: nothing to trigger)."""
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-    try:
-        return bool(RuntimeTaskInstance.get_dag(dag_id).is_paused)
-    except Exception as exc:  # noqa: BLE001 - not parsed yet: nothing to trigger
-        log.info("event=history_check_skipped dag=%s reason=%s", dag_id, type(exc).__name__)
-        return True
 
 
 def history_check(ducklings: dict[int, Duckling], plans: dict[int, TeamPlan], last: dt.date, now: dt.datetime,

@@ -276,13 +276,15 @@ def _succeeded_days(dag_id: str, days: list[dt.date], team_id: int) -> set[dt.da
     return run_summary(dag_id, sorted(set(days)), team_id).succeeded if days else set()
 
 
-def _dag_paused(dag_id: str) -> bool:
+def dag_paused(dag_id: str, check: str = "reconcile") -> bool:
+    """Whether the team's DAG is paused in Airflow (or not parsed yet: nothing to trigger); ``check`` names the
+    pass in the log line of a DAG it cannot find."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     try:
         return bool(RuntimeTaskInstance.get_dag(dag_id).is_paused)
     except Exception as exc:  # noqa: BLE001 - not parsed yet: nothing to trigger
-        log.info("event=reconcile_skipped dag=%s reason=%s", dag_id, type(exc).__name__)
+        log.info("event=%s_skipped dag=%s reason=%s", check, dag_id, type(exc).__name__)
         return True
 
 
@@ -345,7 +347,7 @@ def reconcile(ducklings: dict[int, Duckling], start_dates: dict[str, dict[int, d
                     findings.skipped.append(f"team {duckling.team_id} {table}: not moved yet (no successful run) "
                                             + ", ".join(d.isoformat() for d in unmoved))
                 new = [c for c in new if c.day in moved]
-            if new and _dag_paused(dag_id):
+            if new and dag_paused(dag_id):
                 findings.skipped.append(f"team {duckling.team_id} {table}: DAG paused, "
                                         f"{len(new)} differing day(s) not re-run")
                 continue

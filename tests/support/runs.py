@@ -91,3 +91,18 @@ def unregistered_export(team_id: int, day: dt.date, table: str = "events"):
     ``skip_ducklake_registration`` is not one: its files are kept on purpose, with a marker.)"""
     logical = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0, 1), tzinfo=dt.UTC)
     return team_dag(team_id, table).test(logical_date=logical, mark_success_pattern="^register$")
+
+
+def return_value(dag_run, task_id: str):
+    """The value a task of ``dag_run`` returned (its ``return_value`` XCom), as Airflow stored it."""
+    import json
+
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        value = session.scalar(select(XComModel.value).where(
+            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
+            XComModel.task_id == task_id, XComModel.key == "return_value"))
+    return json.loads(value) if isinstance(value, str) else value
