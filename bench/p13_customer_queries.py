@@ -13,7 +13,7 @@ then laid out as the alternatives would leave it: one file per month (sorted by 
 ``ducklake_merge_adjacent_files`` over everything (what maintenance did before issue 23). ClickHouse: the
 lake's live rows loaded into chdb (in-process, MergeTree with the source schema's sorting key), same queries.
 
-    .venv/bin/python bench/p13_customer_queries.py [--days 1100] [--rows 3000] [--repeat 7] [--quick]
+    .venv/bin/python bench/p13_customer_queries.py [--days 1100] [--rows 3000] [--repeat 7] [--quick] [--only NAME]
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ QUERIES = {
     "a day's events": (
         "SELECT uuid, event, distinct_id, timestamp, properties FROM {events} WHERE team_id = 1 "
         "AND timestamp >= {day} AND timestamp < {next_day} ORDER BY timestamp"),
+    "a day that had a late-events file": (
+        "SELECT uuid, event, distinct_id, timestamp, properties FROM {events} WHERE team_id = 1 "
+        "AND timestamp >= {late_day} AND timestamp < {late_next_day} ORDER BY timestamp"),
     "a month, events per type": (
         "SELECT event, count(*) AS n FROM {events} WHERE team_id = 1 AND timestamp >= {month} "
         "AND timestamp < {next_month} GROUP BY event ORDER BY event"),
@@ -112,10 +115,12 @@ def _load(con, storage, days: list[dt.date], rows: int, users: int) -> None:
 
 
 def _params(days: list[dt.date], engine: str) -> dict[str, str]:
-    """The queries' values: a day near the end (the customer's recent day), its month, one user."""
+    """The queries' values: a day near the end (the customer's recent day; one file), its month, one user, and
+    the nearest earlier day that got a late-events file (two files before maintenance, one after)."""
     from airflow_provider_duckling.common.quoting import duckdb_literal
 
     day = days[-40]
+    late = days[(len(days) - 40) // 7 * 7]
     month = day.replace(day=1)
     next_month = (month + dt.timedelta(days=32)).replace(day=1)
 
@@ -124,7 +129,8 @@ def _params(days: list[dt.date], engine: str) -> dict[str, str]:
             return f"toDateTime64('{d.isoformat()} 00:00:00', 6, 'UTC')"
         return duckdb_literal(dt.datetime.combine(d, dt.time(), tzinfo=dt.UTC))
 
-    return {"day": ts(day), "next_day": ts(day + dt.timedelta(days=1)), "month": ts(month),
+    return {"day": ts(day), "next_day": ts(day + dt.timedelta(days=1)), "late_day": ts(late),
+            "late_next_day": ts(late + dt.timedelta(days=1)), "month": ts(month),
             "next_month": ts(next_month), "user": "'user-42'"}
 
 
@@ -200,7 +206,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--passes", type=int, default=2, help="maintenance passes")
     parser.add_argument("--quick", action="store_true", help="200 days of 2,000 events")
+    parser.add_argument("--only", default="", help="time only the queries whose name contains this (e.g. 'a day')")
     args = parser.parse_args()
+    for name in [name for name in QUERIES if args.only not in name]:
+        del QUERIES[name]
     if args.quick:
         args.days, args.rows = 200, 2000
     root = workdir("p13")
