@@ -26,6 +26,7 @@ import duckdb
 
 from airflow_provider_duckling.common.errors import LakeUnavailableError
 from airflow_provider_duckling.common.quoting import clickhouse_ident, duckdb_ident, duckdb_literal
+from airflow_provider_duckling.common.redaction import scrubbed_message
 from airflow_provider_duckling.domain.tables import EVENTS, PERSONS, PERSONS_CURRENT_VIEW, get_table
 from airflow_provider_duckling.hooks.ducklake import DuckLakeHook
 from airflow_provider_duckling.registry.catalog import Duckling
@@ -144,12 +145,8 @@ def day_tallies(duckling: Duckling, first: dt.date, last: dt.date) -> dict[dt.da
                 ((_, n, ts, ids, text),) = con.execute(_events_days_sql(duckling.team_id, d, d, decode=True)).fetchall()
                 tallies[d] = _tally_row(n, ts, ids, text)
             except duckdb.Error as exc:
-                tallies[d] = Tally(int(n), (0, 0), 0, unreadable=_first_line(exc))
+                tallies[d] = Tally(int(n), (0, 0), 0, unreadable=scrubbed_message(exc))
         return tallies
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 #: The first 8 bytes of an MD5 over one current person row's answer, as :data:`PERSONS_TERM` computes it in ClickHouse.
@@ -172,7 +169,7 @@ def current_persons_tally(duckling: Duckling) -> Tally | None:
                 f"FROM {qualified(PERSONS_CURRENT_VIEW)} WHERE team_id = {duckdb_literal(duckling.team_id)}"
             ).fetchone()
         except duckdb.Error as exc:  # a file the customer's DuckDB cannot read either: a difference, not a crash
-            return Tally(0, (0, 0), unreadable=_first_line(exc))
+            return Tally(0, (0, 0), unreadable=scrubbed_message(exc))
     return Tally(int(n), (int(digests or 0), int(ids or 0)))
 
 
