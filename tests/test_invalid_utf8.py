@@ -32,7 +32,9 @@ from tests.support.runs import logged_text, return_value, run
 from tests.test_freshness_alerts import _datagrams, statsd  # noqa: F401 - the StatsD listener fixture
 from tests.test_reconcile import _reconcile_dag, _run_queued
 
-TEAM, PLANTED = 261, 262
+#: Teams no other test file inserts rows for: files share a worker's ClickHouse (261 collided with the
+#: freshness test's rows for today's days, so the export moved its 91 events too).
+TEAM, PLANTED = 283, 284
 TODAY = dt.datetime.now(dt.UTC).date()
 DAY = TODAY - dt.timedelta(days=2)  # inside the reconciliation's window (the last 3 closed days)
 NOON = dt.datetime.combine(DAY, dt.time(12), tzinfo=dt.UTC)
@@ -81,6 +83,13 @@ def _insert_person(ch: ClickHouseHook, team: int, distinct_id: bytes, properties
         {"team": team, "d": distinct_id.hex(), "id": person, **at})
 
 
+def _assert_team_unused(ch: ClickHouseHook, team: int) -> None:
+    """Fail with the reason when another test file already put rows of ``team`` into the shared ClickHouse."""
+    held = {table: ch.query_rows(f"SELECT count() FROM {ch.database}.{table} WHERE team_id = {{team:Int64}}",
+                              {"team": team})[0][0] for table in ("events", "person")}
+    assert held == {"events": 0, "person": 0}, f"team {team} already has rows from another test file: {held}"
+
+
 def _read_everything(duckling, table: str) -> list[tuple]:
     """What a customer's DuckDB answers to ``SELECT *`` of the team's rows (every column decoded)."""
     with DuckLakeHook().attach(duckling, read_only=True) as con:
@@ -91,6 +100,7 @@ def test_every_string_column_of_both_tables_lands_readable_and_the_changes_are_c
         stack, statsd, caplog, capfd):  # noqa: F811 - the imported fixture
     caplog.set_level(logging.INFO)
     ch = ClickHouseHook()
+    _assert_team_unused(ch, TEAM)
     for n, text in enumerate(EVENT_ROWS):
         _insert_event(ch, TEAM, n, text)
     _insert_person(ch, TEAM, b"person-" + STRAY, b'{"email": "' + SURROGATE + b'"}')
@@ -194,6 +204,7 @@ def test_a_file_the_reader_refuses_is_a_difference_that_verify_reports_and_recon
     monkeypatch.setenv("AIRFLOW__DUCKLING__SETTLE_MINUTES", "0")
     monkeypatch.setenv("AIRFLOW__DUCKLING__RECONCILE_DAYS", "3")
     ch = ClickHouseHook()
+    _assert_team_unused(ch, PLANTED)
     insert_events(ch, PLANTED, DAY, 30)
     _insert_event(ch, PLANTED, 0, {"properties": b'{"p": "' + STRAY + b'"}'})
     duckling = stack.new_duckling(PLANTED, "utf8plant", start_date=DAY)
