@@ -6,14 +6,19 @@ every 7th day then gets a small appended file (late events, registered without c
 re-run (its file replaced), so maintenance has days of several files to merge. Persons: ``--users`` persons
 over 20 daily top-ups (a second version for every 5th), so ``persons_current`` exists.
 
-The four queries (``QUERIES``) are timed on a fresh attach each time (the attach itself not timed), median of
-``--repeat``: twice before maintenance (the spread of the two is the noise band), then after ``--passes``
-passes of :func:`airflow_provider_duckling.transfer.maintenance.maintain_lake`. For comparison, the same lake is
-then laid out as the alternatives would leave it: one file per month (sorted by timestamp), then DuckLake's
-``ducklake_merge_adjacent_files`` over everything (what maintenance did before issue 23). ClickHouse: the
-lake's live rows loaded into chdb (in-process, MergeTree with the source schema's sorting key), same queries.
+Two identical lakes are loaded; one is never maintained (the reference), the other gets ``--passes`` passes of
+:func:`airflow_provider_duckling.transfer.maintenance.maintain_lake`. Each query runs on both in turn (ABBA
+order), each time on a fresh attach (the attach itself not timed), ``--repeat`` times (``--repeat-fast`` for a
+query under a second); the figure is the median of the per-repetition ratios maintained ÷ never maintained, so
+what drifts over minutes (moto, PostgreSQL, the page cache) touches both sides alike. Timed before maintenance
+too, while the lakes are identical (an A/A comparison): that ratio should be 1 and its spread is the noise a
+figure after maintenance must be read against. For comparison, the maintained lake is then laid out as the
+alternatives would leave it: one file per month (sorted by timestamp), then DuckLake's
+``ducklake_merge_adjacent_files`` over everything (what maintenance did before issue 23), each again against the
+reference. ClickHouse: the lake's live rows loaded into chdb (in-process, MergeTree with the source schema's
+sorting key), same queries.
 
-    .venv/bin/python bench/p13_customer_queries.py [--days 1100] [--rows 3000] [--repeat 7] [--quick] [--only NAME]
+    .venv/bin/python bench/p13_customer_queries.py [--days 1100] [--rows 3000] [--repeat 7] [--repeat-fast 31] [--quick] [--only NAME]
 """
 
 from __future__ import annotations
@@ -134,17 +139,35 @@ def _params(days: list[dt.date], engine: str) -> dict[str, str]:
             "next_month": ts(next_month), "user": "'user-42'"}
 
 
-def _time_lake(hook, duckling, storage, days: list[dt.date], repeat: int) -> dict[str, float]:
-    """Median seconds per query, each run on a fresh attach (not timed), queries interleaved."""
+def _time_pair(hook, reference, candidate, days: list[dt.date], repeat: int, repeat_fast: int,
+               ) -> dict[str, tuple[float, ...]]:
+    """Each query on the two lakes in turn (ABBA order), each run on a fresh attach (not timed).
+
+    A query is repeated ``repeat`` times, or ``repeat_fast`` times when its first run took under a second (the
+    fast ones are where a few per cent of noise matters, and they are cheap to repeat). Returns name → (median
+    seconds on ``reference``, median on ``candidate``, then the quartiles Q1, median, Q3 of the per-repetition
+    ratios candidate ÷ reference). The two lakes are timed seconds apart, so what drifts over minutes (moto,
+    PostgreSQL, the page cache) touches both alike and cancels in the ratio.
+    """
     params = {"events": LAKE_EVENTS, "persons": LAKE_PERSONS, **_params(days, "duckdb")}
-    times: dict[str, list[float]] = {name: [] for name in QUERIES}
-    for _ in range(repeat):
+    times: dict[str, dict[str, list[float]]] = {name: {"ref": [], "cand": []} for name in QUERIES}
+    wanted = dict.fromkeys(QUERIES, max(repeat, repeat_fast))
+    lakes = {"ref": reference, "cand": candidate}
+    for rep in range(max(repeat, repeat_fast)):
         for name, sql in QUERIES.items():
-            with hook.attach(duckling, storage, read_only=True) as con:
-                start = time.perf_counter()
-                con.execute(sql.format(**params)).fetchall()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            if rep >= wanted[name]:
+                continue
+            for side in ("ref", "cand") if rep % 2 == 0 else ("cand", "ref"):
+                duckling, storage = lakes[side]
+                with hook.attach(duckling, storage, read_only=True) as con:
+                    start = time.perf_counter()
+                    con.execute(sql.format(**params)).fetchall()
+                    times[name][side].append(time.perf_counter() - start)
+            if rep == 0:
+                wanted[name] = repeat_fast if max(times[name]["ref"] + times[name]["cand"]) < 1 else repeat
+    return {name: (statistics.median(t["ref"]), statistics.median(t["cand"]),
+                   *statistics.quantiles([c / r for r, c in zip(t["ref"], t["cand"], strict=True)], n=4))
+            for name, t in times.items()}
 
 
 def _clickhouse(root: Path, con, days: list[dt.date], repeat: int) -> tuple[dict[str, float], dict[str, str]]:
@@ -204,6 +227,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3000, help="events per day")
     parser.add_argument("--users", type=int, default=500, help="distinct_ids (and persons)")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat-fast", type=int, default=31, help="repetitions of a query that takes under 1 s")
     parser.add_argument("--passes", type=int, default=2, help="maintenance passes")
     parser.add_argument("--quick", action="store_true", help="200 days of 2,000 events")
     parser.add_argument("--only", default="", help="time only the queries whose name contains this (e.g. 'a day')")
@@ -215,7 +239,7 @@ def main() -> None:
     root = workdir("p13")
     os.environ.update(airflow_home(root))
     days = [dt.date(2023, 1, 1) + dt.timedelta(days=n) for n in range(args.days)]
-    stages: dict[str, dict[str, float]] = {}
+    stages: dict[str, dict[str, tuple[float, ...]]] = {}
     files: dict[str, int] = {}
     try:
         with engines(root, clickhouse=False) as bench:
@@ -223,40 +247,48 @@ def main() -> None:
             from airflow_provider_duckling.transfer.maintenance import maintain_lake
 
             hook = DuckLakeHook()
-            duckling = bench.new_duckling(TEAM, "p13")
-            storage = hook.storage(duckling)
+            lakes = {}
             started = time.perf_counter()
-            with hook.attach(duckling, storage) as con:
-                _load(con, storage, days, args.rows, args.users)
-                files["before"] = _event_files(con)
-            loading = time.perf_counter() - started
-            print(f"loaded {args.days} days in {loading:.0f} s ({files['before']} event files)", flush=True)
-            stages["before"] = _time_lake(hook, duckling, storage, days, args.repeat)
-            stages["before (again)"] = _time_lake(hook, duckling, storage, days, args.repeat)
+            for tag in ("p13ref", "p13maint"):  # two identical lakes: one never maintained, one maintained
+                duckling = bench.new_duckling(TEAM, tag)
+                storage = hook.storage(duckling)
+                with hook.attach(duckling, storage) as con:
+                    _load(con, storage, days, args.rows, args.users)
+                    files["before"] = _event_files(con)
+                lakes[tag] = (duckling, storage)
+            loading = (time.perf_counter() - started) / 2
+            reference, candidate = lakes["p13ref"], lakes["p13maint"]
+
+            def timed() -> dict[str, tuple[float, ...]]:
+                return _time_pair(hook, reference, candidate, days, args.repeat, args.repeat_fast)
+
+            print(f"loaded two lakes of {args.days} days, {loading:.0f} s each ({files['before']} event files)",
+                  flush=True)
+            stages["before (two identical lakes)"] = timed()
 
             started = time.perf_counter()
             reports = []
-            with hook.attach(duckling, storage) as con:
+            with hook.attach(*candidate) as con:
                 for _ in range(args.passes):
                     now = dt.datetime.now(dt.UTC)
-                    reports.append(maintain_lake(con, storage, TEAM, now=now, snapshot_retention=dt.timedelta(0),
+                    reports.append(maintain_lake(con, candidate[1], TEAM, now=now, snapshot_retention=dt.timedelta(0),
                                                  orphans_before=now - dt.timedelta(days=7)))
                 files["after"] = _event_files(con)
             maintenance = time.perf_counter() - started
             print(f"{args.passes} maintenance passes in {maintenance:.0f} s: "
                   + "; ".join(f"merged {r.merged_files} files, {r.days_rewritten} days rewritten" for r in reports),
                   flush=True)
-            stages["after"] = _time_lake(hook, duckling, storage, days, args.repeat)
+            stages["after"] = timed()
 
-            with hook.attach(duckling, storage) as con:
+            with hook.attach(*candidate) as con:
                 clickhouse, _ = _clickhouse(root, con, days, args.repeat)
                 _relayout_months(con, days)
                 files["month files"] = _event_files(con)
-            stages["month files"] = _time_lake(hook, duckling, storage, days, args.repeat)
-            with hook.attach(duckling, storage) as con:
+            stages["month files"] = timed()
+            with hook.attach(*candidate) as con:
                 con.execute("CALL ducklake_merge_adjacent_files('lake', 'events', schema => 'posthog')")
                 files["DuckLake merge"] = _event_files(con)
-            stages["DuckLake merge"] = _time_lake(hook, duckling, storage, days, args.repeat)
+            stages["DuckLake merge"] = timed()
     finally:
         remove(root)
     _print(args, stages, clickhouse, files, loading, maintenance)
@@ -264,22 +296,27 @@ def main() -> None:
 
 def _print(args, stages, clickhouse, files, loading: float, maintenance: float) -> None:
     print(f"\nP13 customer queries: {args.days} days × {args.rows} events ({args.users} users; late-event files on "
-          f"every 7th day, re-runs on every 11th), PostgreSQL catalog + S3 (moto); loaded in {loading:.0f} s; "
-          f"{args.passes} maintenance passes {maintenance:.0f} s; median of {args.repeat}, fresh attach each; "
-          f"event files: " + ", ".join(f"{k} {v}" for k, v in files.items()))
+          f"every 7th day, re-runs on every 11th), PostgreSQL catalog + S3 (moto); two identical lakes loaded in "
+          f"{loading:.0f} s each; {args.passes} maintenance passes {maintenance:.0f} s on one of them; each query "
+          f"on both lakes in turn (ABBA), fresh attach each, {args.repeat} repetitions "
+          f"({args.repeat_fast} for a query under 1 s); B ÷ A = median of the "
+          f"per-repetition ratios of lake B (maintained) to lake A (never maintained), with their quartiles; A/A: "
+          f"the same ratio while both lakes are identical (before maintenance), the noise; event files: "
+          + ", ".join(f"{k} {v}" for k, v in files.items()))
 
     def ms(value: float) -> str:
         return f"{value * 1000:.0f} ms"
 
     rows = []
     for name in QUERIES:
-        before, again, after = stages["before"][name], stages["before (again)"][name], stages["after"][name]
-        rows.append((name, ms(before), ms(again), f"{again / before:.2f}", ms(after), f"{after / before:.2f}",
-                     ms(clickhouse[name]), f"{after / clickhouse[name]:.1f}",
-                     f"{stages['month files'][name] / before:.2f}", f"{stages['DuckLake merge'][name] / before:.2f}"))
-    print(table(["query", "before", "before again", "noise", "after", "after ÷ before", "ClickHouse",
-                 "after ÷ CH", "month files ÷ before", "DuckLake merge ÷ before"], rows))
-
+        identical, after = stages["before (two identical lakes)"][name], stages["after"][name]
+        rows.append((name, ms(identical[0]), f"{identical[3]:.2f} ({identical[2]:.2f}–{identical[4]:.2f})",
+                     ms(after[0]), ms(after[1]), f"**{after[3]:.2f}** ({after[2]:.2f}–{after[4]:.2f})",
+                     ms(clickhouse[name]), f"{after[1] / clickhouse[name]:.1f}",
+                     f"{stages['month files'][name][3]:.2f}", f"{stages['DuckLake merge'][name][3]:.2f}"))
+    print(table(["query", "before", "A/A: identical lakes (quartiles)", "after: A (never maintained)",
+                 "after: B (maintained)", "after: B ÷ A (quartiles)", "ClickHouse", "B ÷ CH",
+                 "month files ÷ A", "DuckLake merge ÷ A"], rows))
 
 if __name__ == "__main__":
     main()
