@@ -211,24 +211,32 @@ def test_a_paused_team_s_day_run_by_hand_moves_and_says_the_team_is_paused(regis
 # ---------------------------------------------------------------- dry run, skipped registration
 
 
+def _skipped_local_run(stack, capsys, caplog, team: int, tag: str, rows: int, flag: str, outcome: str,
+                       detail: str) -> tuple:
+    """``duckling run TEAM_DAY --local FLAG`` for a fresh duckling with ``rows`` events: the table row, the
+    log line and ``--json`` say ``skipped`` with ``outcome``; returns the duckling and the JSON document."""
+    duckling = stack.new_duckling(team, tag)
+    stack.use(duckling)
+    insert_events(ClickHouseHook(), team, DAYS[1], rows)
+    key = f"{team}_{DAYS[1]}"
+    code, out, err = cli(capsys, "run", key, "--local", flag)
+    assert code == 0, out + err
+    cells = row(out, key)
+    assert cells.split()[1] == "skipped" and detail in cells and cells.split()[-4:] == [str(rows), "1", "–", "–"]
+    assert outcome_lines(caplog, key) == [
+        f"event=run_outcome partition={key} table=events outcome={outcome} moved=false detail={detail}"]
+    code, document = as_json(capsys, "run", key, "--local", flag)
+    assert code == 0
+    assert (document["state"], document["airflow_state"], document["outcome"], document["moved"]) == (
+        "skipped", "success", outcome, False)
+    return duckling, document
+
+
 @pytest.mark.slow
 def test_a_dry_run_is_skipped_and_writes_nothing(registry, capsys, caplog):
     stack = registry
-    duckling = stack.new_duckling(DRY, "outcome-dry")
-    stack.use(duckling)
-    insert_events(ClickHouseHook(), DRY, DAYS[1], 17)
-    key = f"{DRY}_{DAYS[1]}"
-    detail = "dry run: nothing written (rows, files: what it would write)"
-    code, out, err = cli(capsys, "run", key, "--local", "--dry-run")
-    assert code == 0, out + err
-    cells = row(out, key)
-    assert cells.split()[1] == "skipped" and detail in cells and cells.split()[-4:] == ["17", "1", "–", "–"]
-    assert outcome_lines(caplog, key) == [
-        f"event=run_outcome partition={key} table=events outcome=dry_run moved=false detail={detail}"]
-    code, document = as_json(capsys, "run", key, "--local", "--dry-run")
-    assert code == 0
-    assert (document["state"], document["airflow_state"], document["outcome"], document["moved"]) == (
-        "skipped", "success", "dry_run", False)
+    duckling, document = _skipped_local_run(stack, capsys, caplog, DRY, "outcome-dry", 17, "--dry-run", "dry_run",
+                                            "dry run: nothing written (rows, files: what it would write)")
     assert (document["dry_run"], document["rows"], document["snapshot_id"]) == (True, 17, None)
     assert stack.keys(duckling.bucket) == [] and catalog_tables(stack, duckling) == 0
 
@@ -236,21 +244,9 @@ def test_a_dry_run_is_skipped_and_writes_nothing(registry, capsys, caplog):
 @pytest.mark.slow
 def test_a_skipped_registration_exports_and_leaves_the_lake_alone(registry, capsys, caplog):
     stack = registry
-    duckling = stack.new_duckling(EXPORT_ONLY, "outcome-export-only")
-    stack.use(duckling)
-    insert_events(ClickHouseHook(), EXPORT_ONLY, DAYS[1], 19)
-    key = f"{EXPORT_ONLY}_{DAYS[1]}"
-    detail = "exported, not registered (skip_ducklake_registration): the lake is untouched"
-    code, out, err = cli(capsys, "run", key, "--local", "--skip-registration")
-    assert code == 0, out + err
-    cells = row(out, key)
-    assert cells.split()[1] == "skipped" and detail in cells and cells.split()[-4:] == ["19", "1", "–", "–"]
-    assert outcome_lines(caplog, key) == [
-        f"event=run_outcome partition={key} table=events outcome=not_registered moved=false detail={detail}"]
-    code, document = as_json(capsys, "run", key, "--local", "--skip-registration")
-    assert code == 0
-    assert (document["state"], document["airflow_state"], document["outcome"], document["moved"]) == (
-        "skipped", "success", "not_registered", False)
+    duckling, document = _skipped_local_run(
+        stack, capsys, caplog, EXPORT_ONLY, "outcome-export-only", 19, "--skip-registration", "not_registered",
+        "exported, not registered (skip_ducklake_registration): the lake is untouched")
     assert (document["rows"], document["snapshot_id"], document["replaced_rows"]) == (19, None, None)
     written = stack.keys(duckling.bucket)
     assert len([k for k in written if k.startswith("backfill/events/") and k.endswith(".parquet")]) == 2
